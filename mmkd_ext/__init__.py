@@ -1,0 +1,11 @@
+"""mmkd_ext: knowledge distillation for OpenMMLab models.
+
+Importing the package registers everything into the ``mmkd_ext`` registries (see
+:mod:`mmkd_ext.registry`) and makes torch.load accept MMEngine's own checkpoint contents
+(see :mod:`mmkd_ext.utils.checkpoint`).
+"""
+from .version import __version__
+from . import utils  # noqa: F401  (installs the checkpoint loading policy)
+from . import datasets, distillers, losses  # noqa: F401
+
+__all__ = ['__version__']

@@ -1,0 +1,50 @@
+"""List every module path of a model with its output shape, to choose feature taps."""
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.utils import import_modules_from_strings
+
+from mmkd_ext.distillers.builder import build_model
+from mmkd_ext.distillers.taps import feature_shape
+
+
+def module_shapes(model: nn.Module, input_shape: Sequence[int]) -> List[Tuple[str, str, object]]:
+    """(path, module type, output shape without batch dim or 'not run') for every submodule, from
+    one eval-mode forward of a (2, *input_shape) zero batch in ``mode='tensor'``."""
+    seen: Dict[str, object] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def hook(mod, args, out, name=name):
+            seen.setdefault(name, feature_shape(out))
+        handles.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, *input_shape), None, mode='tensor')
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return [(name, type(m).__name__, seen.get(name, 'not run'))
+            for name, m in model.named_modules() if name]
+
+
+def list_taps(config: str, input_shape: Sequence[int] = None) -> Dict[str, list]:
+    """{'student': rows, 'teacher': rows} for a distillation config, {'model': rows} otherwise."""
+    cfg = Config.fromfile(config)
+    if cfg.get('custom_imports'):
+        import_modules_from_strings(**cfg.custom_imports)
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    model_cfg = cfg.model
+    if str(model_cfg.get('type', '')).split('.')[-1] == 'Distiller':
+        shape = input_shape or model_cfg.get('input_shape', (3, 224, 224))
+        return {role: module_shapes(build_model(model_cfg[role]), shape)
+                for role in ('student', 'teacher')}
+    return {'model': module_shapes(build_model(model_cfg), input_shape or (3, 224, 224))}

@@ -1,0 +1,68 @@
+"""Config -> MMEngine Runner, with the command-line switches of tools/train.py and tools/test.py."""
+import os.path as osp
+from typing import Optional, Union
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+__all__ = ['build_runner', 'load_config', 'DictAction']
+
+
+def load_config(config: Union[str, Config], cfg_options: Optional[dict] = None) -> Config:
+    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def build_runner(config: Union[str, Config],
+                 work_dir: Optional[str] = None,
+                 launcher: str = 'none',
+                 cfg_options: Optional[dict] = None,
+                 resume: Optional[str] = None,
+                 amp: bool = False,
+                 no_validate: bool = False,
+                 auto_scale_lr: bool = False,
+                 load_from: Optional[str] = None) -> Runner:
+    """Build the Runner of ``config`` as tools/train.py and tools/test.py do.
+
+    Args:
+        resume: 'auto' resumes from the latest checkpoint in the work dir; a path resumes from it.
+        load_from: weights to load without resuming (tools/test.py).
+    """
+    cfg = load_config(config, cfg_options)
+    cfg.launcher = launcher
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        name = osp.splitext(osp.basename(cfg.filename))[0] if cfg.filename else 'run'
+        cfg.work_dir = osp.join('./work_dirs', name)
+    if amp:
+        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if wrapper == 'OptimWrapper':
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        elif wrapper != 'AmpOptimWrapper':
+            raise ValueError(f'--amp needs an OptimWrapper, the config uses {wrapper}.')
+    if resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif resume is not None:
+        cfg.resume, cfg.load_from = True, resume
+    if load_from is not None:
+        cfg.load_from = load_from
+    if no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    if auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise KeyError('--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size=...)`.')
+        cfg.auto_scale_lr.enable = True
+    if launcher != 'none' and not torch.cuda.is_available():
+        # CPU processes: gloo, and DDP without device ids (MMEngine passes LOCAL_RANK as a GPU id).
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+        cfg.setdefault('model_wrapper_cfg', dict(type='MMDistributedDataParallel'))
+        cfg.model_wrapper_cfg.setdefault('device_ids', None)
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)

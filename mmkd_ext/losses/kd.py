@@ -1,0 +1,43 @@
+"""KD (Hinton et al., 2015): KL divergence between temperature-softened class distributions."""
+import torch.nn.functional as F
+
+from mmkd_ext.registry import MODELS
+from mmkd_ext.utils.targets import as_logits
+from .base import DistillLoss
+
+
+def kl_div_with_temperature(student_logits, teacher_logits, tau: float):
+    """T^2 * KL(softmax(z_t/T) || softmax(z_s/T)), summed over classes, mean over the batch.
+
+    Args:
+        student_logits, teacher_logits: (B, C).
+    Returns:
+        a scalar.
+    """
+    log_p_s = F.log_softmax(student_logits / tau, dim=1)
+    log_p_t = F.log_softmax(teacher_logits.detach() / tau, dim=1)
+    return F.kl_div(log_p_s, log_p_t, reduction='batchmean', log_target=True) * tau**2
+
+
+@MODELS.register_module()
+class KDLoss(DistillLoss):
+    """``loss_weight * T^2 * KL(p_t || p_s)``, p = softmax(z / T). Labels are not used, so Mixup /
+    CutMix need no special handling (teacher and student see the same mixed image).
+
+    Taps: ``logits`` on both sides, default ``head`` (an mmpretrain classifier's class scores, B x C).
+
+    Args:
+        tau: the temperature T.
+    """
+    default_student_taps = dict(logits='head')
+    default_teacher_taps = dict(logits='head')
+    default_name = 'kd'
+
+    def __init__(self, tau: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.tau = tau
+
+    def forward(self, student_feats, teacher_feats, data_samples=None):
+        loss = kl_div_with_temperature(
+            as_logits(student_feats['logits']), as_logits(teacher_feats['logits']), self.tau)
+        return {self.term(): self.loss_weight * loss}

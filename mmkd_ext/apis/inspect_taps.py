@@ -28,6 +28,9 @@ def module_shapes(model: nn.Module, input_shape: Sequence[int]) -> List[Tuple[st
     try:
         with torch.no_grad():
             model(torch.zeros(2, *input_shape), None, mode='tensor')
+    except Exception as e:  # noqa: BLE001  (e.g. a detector head that needs image metas)
+        # Everything up to the failing module has its shape; the rest is listed as not run.
+        print(f'forward stopped early ({type(e).__name__}: {e}); later modules show "not run"')
     finally:
         for h in handles:
             h.remove()

@@ -59,7 +59,15 @@ def build_runner(config: Union[str, Config],
             raise KeyError('--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size=...)`.')
         cfg.auto_scale_lr.enable = True
     if launcher != 'none' and not torch.cuda.is_available():
-        # CPU processes: gloo, and DDP without device ids (MMEngine passes LOCAL_RANK as a GPU id).
+        # CPU processes (torchrun without GPUs): MMEngine's init_dist always calls
+        # torch.cuda.set_device and its DDP wrapper passes LOCAL_RANK as a GPU id, so start the
+        # gloo process group here and build DDP without device ids.
+        if launcher != 'pytorch':
+            raise RuntimeError(f'No CUDA device: only --launcher pytorch (torchrun) runs on the '
+                               f'CPU, got {launcher!r}.')
+        import torch.distributed as dist
+        if not dist.is_initialized():
+            dist.init_process_group(backend='gloo')
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
         cfg.setdefault('model_wrapper_cfg', dict(type='MMDistributedDataParallel'))
         cfg.model_wrapper_cfg.setdefault('device_ids', None)

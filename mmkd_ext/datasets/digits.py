@@ -10,7 +10,7 @@ from mmkd_ext.registry import DATASETS
 
 @DATASETS.register_module()
 class DigitsDataset(BaseDataset):
-    """The digits as grey-scale uint8 images of shape (8, 8, 1), values 0..255.
+    """The digits as grey-scale uint8 images of shape (8, 8), values 0..255.
 
     A fixed, stratified split (seeded, independent of the training seed): 1,347 train images and 450
     test images (25 %, as scikit-learn's default ``train_test_split``).
@@ -37,7 +37,7 @@ class DigitsDataset(BaseDataset):
         except ImportError as e:
             raise ImportError('DigitsDataset needs scikit-learn: pip install scikit-learn') from e
         digits = load_digits()
-        images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+        images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
         labels = digits.target.astype(np.int64)
         rng = np.random.RandomState(self.split_seed)
         test_idx = []

@@ -54,6 +54,10 @@ def load_model_config(spec: ModelSpec) -> ConfigDict:
     if 'model' not in cfg:
         raise KeyError(f'Config {spec!r} has no `model` entry.')
     model = ConfigDict(cfg.model)
+    # The Runner gives a top-level `data_preprocessor` to the model; do the same here, or a model
+    # loaded from an mmpretrain config would lose its normalisation.
+    if cfg.get('data_preprocessor') is not None and 'data_preprocessor' not in model:
+        model['data_preprocessor'] = cfg.data_preprocessor
     if cfg.get('default_scope') and '_scope_' not in model:
         model['_scope_'] = cfg.default_scope
     return model

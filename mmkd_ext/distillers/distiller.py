@@ -19,7 +19,6 @@ One page of architecture:
 
 The core imports no method: methods plug in through the registry.
 """
-import copy
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -27,8 +26,9 @@ import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.model import BaseModel
 
-from mmkd_ext.registry import MODELS
-from .builder import ModelSpec, build_model, freeze, load_teacher_checkpoint
+from mmkd_ext.registry import MODELS, build_module
+from .builder import (ModelSpec, build_model, freeze, load_model_config,
+                      load_teacher_checkpoint)
 from .taps import FeatureTaps, feature_shape
 
 
@@ -67,8 +67,10 @@ class Distiller(BaseModel):
         teacher_min_matched: fraction of the teacher's entries its checkpoint must fill.
         student_loss_weight: scale of the student's own task losses (e.g. 0.1 in SpectralKD).
         input_shape: (C, H, W) of the dummy input for the dry run that infers tap shapes.
-        data_preprocessor: ignored if None: the student's preprocessor (with its train-time batch
-            augments such as Mixup/CutMix) is used, so teacher and student see the same batch.
+        data_preprocessor: the student's, when its model dict has none (the Runner passes a
+            config's top-level ``data_preprocessor`` here). The distiller always runs the student's
+            preprocessor (with its batch augments such as Mixup/CutMix), so teacher and student see
+            the same batch; the teacher's own preprocessor is not used.
     """
 
     def __init__(self,
@@ -82,11 +84,16 @@ class Distiller(BaseModel):
                  input_shape: Sequence[int] = (3, 224, 224),
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None):
-        student = build_model(student)
+        student_cfg = load_model_config(student)
         if data_preprocessor is not None:
-            raise ValueError(
-                'Distiller uses the student\'s data_preprocessor (and its batch augments); set '
-                'it in the student model dict instead of on the Distiller.')
+            # The Runner passes a config's top-level `data_preprocessor` here: it belongs to the
+            # student (whose preprocessor, with its batch augments, the distiller uses).
+            if 'data_preprocessor' not in student_cfg:
+                student_cfg['data_preprocessor'] = data_preprocessor
+            elif student_cfg['data_preprocessor'] != data_preprocessor:
+                print_log('Distiller: the student model dict has its own data_preprocessor; the '
+                          'top-level one of the config is not used.', logger='current', level=30)
+        student = build_model(student_cfg)
         super().__init__(data_preprocessor=student.data_preprocessor, init_cfg=init_cfg)
         self.student = student
         self.student_loss_weight = student_loss_weight
@@ -103,8 +110,9 @@ class Distiller(BaseModel):
                       'weights (fine for tests, wrong for training).', logger='current', level=30)
         # Not a registered submodule: see the module docstring.
         object.__setattr__(self, 'teacher', freeze(teacher))
+        self._check_normalisation()
 
-        self.methods = nn.ModuleList([MODELS.build(copy.deepcopy(m)) for m in methods])
+        self.methods = nn.ModuleList([build_module(m) for m in methods])
         names = [m.name for m in self.methods]
         if len(set(names)) != len(names):
             raise ValueError(f'Two methods share a name in {names}: give each a distinct `name`.')
@@ -134,6 +142,19 @@ class Distiller(BaseModel):
             method.setup(_shapes(method.student_taps, s_store),
                          _shapes(method.teacher_taps, t_store),
                          student=self.student, teacher=self.teacher)
+
+    def _check_normalisation(self):
+        # The teacher sees the student's preprocessed batch: say so if it was trained otherwise.
+        s_pre, t_pre = self.student.data_preprocessor, getattr(self.teacher, 'data_preprocessor',
+                                                              None)
+        for name in ('mean', 'std'):
+            a, b = getattr(s_pre, name, None), getattr(t_pre, name, None)
+            if torch.is_tensor(a) and torch.is_tensor(b) and (
+                    a.shape != b.shape or not torch.allclose(a, b)):
+                print_log(f'Distiller: the teacher\'s data_preprocessor {name} '
+                          f'{b.flatten().tolist()} differs from the student\'s '
+                          f'{a.flatten().tolist()}; the teacher receives the student\'s input.',
+                          logger='current', level=30)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -5,7 +5,7 @@ dataset_type = 'mmkd_ext.DigitsDataset'
 data_preprocessor = dict(num_classes=10, mean=[78.0], std=[96.0], to_rgb=False)
 
 train_pipeline = [
-    dict(type='RandomResizedCrop', scale=8, crop_ratio_range=(0.7, 1.0), backend='pillow'),
+    dict(type='RandomResizedCrop', scale=8, crop_ratio_range=(0.7, 1.0)),
     dict(type='PackInputs'),
 ]
 test_pipeline = [dict(type='PackInputs')]

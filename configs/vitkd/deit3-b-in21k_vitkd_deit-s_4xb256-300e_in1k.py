@@ -1,0 +1,14 @@
+# ViTKD, DeiT3-B (IN-21K) -> DeiT-S. Published: 80.55 -> 81.95.
+_base_ = ['mmpretrain::deit/deit-small_4xb256_in1k.py']
+custom_imports = dict(imports=['mmkd_ext'], allow_failed_imports=False)
+
+model = dict(
+    _delete_=True,
+    type='mmkd_ext.Distiller',
+    student='mmpretrain::deit/deit-small_4xb256_in1k.py',
+    teacher='mmpretrain::deit3/deit3-base-p16_64xb64_in1k.py',
+    teacher_checkpoint=('https://download.openmmlab.com/mmclassification/v0/deit3/'
+                        'deit3-base-p16_in21k-pre_3rdparty_in1k_20221009-87983ca1.pth'),
+    input_shape=(3, 224, 224),
+    methods=[dict(type='ViTKDLoss', alpha=3e-5, beta=3e-6, mask_ratio=0.5, reduction='sum')],
+)

@@ -1,0 +1,7 @@
+# ViTKD + NKD (the authors' released setting), DeiT3-S (IN-21K) -> DeiT-T. Published: 77.78.
+# NKD reads the teacher's logits, so the teacher now runs to its head.
+_base_ = ['./deit3-s-in21k_vitkd_deit-t_4xb256-300e_in1k.py']
+model = dict(methods=[
+    dict(type='ViTKDLoss', alpha=3e-5, beta=3e-6, mask_ratio=0.5, reduction='sum'),
+    dict(type='NKDLoss', tau=1.0, gamma=1.0),
+])

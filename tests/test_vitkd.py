@@ -385,7 +385,10 @@ def test_distilled_student_with_two_extra_tokens_and_non_square_inputs():
 
 
 # ------------------------------------------------------------------------------- configs
-VITKD_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'vitkd', '**', '*.py'), recursive=True))
+# configs/kd (NKD, DKD on the same DeiT pair) inherit these and are checked the same way.
+VITKD_CONFIGS = sorted(
+    glob.glob(osp.join(ROOT, 'configs', 'vitkd', '**', '*.py'), recursive=True) +
+    glob.glob(osp.join(ROOT, 'configs', 'kd', '*.py')))
 DEMO_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'demo', 'vitw64_*.py')))
 
 

@@ -1,4 +1,5 @@
-# DKD with its CIFAR settings (alpha 1, beta 8, T 4) and a 2-epoch warm-up of its weight.
+# DKD with the reference ImageNet settings (alpha 0.5, beta 0.5, T 1, 1 warm-up epoch). The CIFAR
+# settings (beta 8, T 4: 128x the KL) diverge with this schedule's SGD lr 0.1 (30 % top-1, seed 0).
 _base_ = ['./r18w32_kd_r18w4_1xb64-10e_digits.py']
 model = dict(
-    methods=[dict(type='DKDLoss', alpha=1.0, beta=8.0, tau=4.0, warmup_epochs=2)])
+    methods=[dict(type='DKDLoss', alpha=0.5, beta=0.5, tau=1.0, warmup_epochs=1)])

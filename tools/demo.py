@@ -35,7 +35,7 @@ def train_and_test(config, work_dir, seed, overrides=None):
     runner.train()
     metrics = runner.test()
     ckpt = osp.join(work_dir, f'epoch_{cfg.train_cfg.max_epochs}.pth')
-    return float(metrics['accuracy/top1']), ckpt
+    return round(float(metrics['accuracy/top1']), 2), ckpt
 
 
 def describe(cfg):

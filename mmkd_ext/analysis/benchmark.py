@@ -7,12 +7,18 @@ distiller's and the methods' overhead.
 All timings of one call are taken in one process, interleaved (student, teacher, distill, student,
 ...) after a warm-up, and summarised by median and interquartile range, so that drifts of the machine
 hit all of them alike. Memory is reported two ways: the bytes autograd saves for backward during each
-step (exact; shows that no teacher activation is kept), and the peak resident memory (CPU: sampled
-/proc RSS above the level before the step; CUDA: max allocated).
+step (exact; shows that no teacher activation is kept), and the peak memory of each step above the
+level before it: on CUDA the max allocated; on the CPU the sampled resident memory (RSS) of a fresh
+child process whose allocator returns every large block to the system
+(``MALLOC_MMAP_THRESHOLD_``), since in a long-lived process freed memory stays resident and a
+step's peak would not show.
 """
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from typing import Dict, List, Optional, Sequence
@@ -246,6 +252,64 @@ def measure(distiller, batch: int, image_size: Sequence[int], device, iters: int
                                                  mem['student']['saved_for_backward_mb'])
         out['memory'] = mem
     return out
+
+
+def build_distiller_from_config(config: str, size: int, keep_checkpoint: bool = False,
+                                cfg_options: Optional[dict] = None):
+    """The distiller of a distillation config, with a (C, size, size) dry run; the teacher keeps
+    its initial weights unless ``keep_checkpoint`` (speed does not depend on them)."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS as MMENGINE_MODELS
+    from mmengine.registry import init_default_scope
+    from mmengine.utils import import_modules_from_strings
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if cfg.get('custom_imports'):
+        import_modules_from_strings(**cfg.custom_imports)
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    model = cfg.model
+    if str(model.get('type', '')).split('.')[-1] != 'Distiller':
+        raise ValueError(f'{config} is not a distillation config (model.type is {model.type}).')
+    if not keep_checkpoint:
+        model.teacher_checkpoint = None
+    channels = model.get('input_shape', (3, 224, 224))[0]
+    model.input_shape = (channels, size, size)
+    return MMENGINE_MODELS.build(model)
+
+
+def _probe_cpu_peaks(config, size, batch, keep_checkpoint, cfg_options):
+    """Run in the fresh child process: the peak RSS of each step kind above the level before it."""
+    import mmkd_ext  # noqa: F401
+    distiller = build_distiller_from_config(config, size, keep_checkpoint, cfg_options).train()
+    device = torch.device('cpu')
+    inputs, samples = make_batch(distiller, batch, (size, size), device)
+    bench = StepBench(distiller, inputs, samples)
+    out = {}
+    for kind in ('student', 'teacher', 'distill'):
+        fn = getattr(bench, kind)
+        fn()  # warm-up: one-time allocations (thread pools, optimizer state)
+        with PeakMemory(device) as peak:
+            fn()
+        out[kind] = peak.peak / 2**20
+    return out
+
+
+def fresh_process_cpu_peaks(config: str, size: int, batch: int, keep_checkpoint: bool = False,
+                            cfg_options: Optional[dict] = None) -> dict:
+    """{'student'|'teacher'|'distill': peak MB above the level before the step}, measured in a
+    fresh child process with every large block mmap-ed (freed memory leaves RSS at once)."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='0',
+               OMP_NUM_THREADS=str(torch.get_num_threads()))
+    code = ('import json, sys; from mmkd_ext.analysis.benchmark import _probe_cpu_peaks; '
+            'print("PEAKS" + json.dumps(_probe_cpu_peaks(*json.loads(sys.argv[1]))))')
+    args = json.dumps([config, size, batch, keep_checkpoint, cfg_options])
+    proc = subprocess.run([sys.executable, '-c', code, args], env=env, capture_output=True,
+                          text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('PEAKS')]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f'memory probe failed:\n{proc.stderr[-3000:]}')
+    return json.loads(lines[-1][len('PEAKS'):])
 
 
 def machine_info(device) -> dict:

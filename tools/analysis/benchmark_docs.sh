@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate docs/benchmark.md: every method on DeiT-T students at batch 8, 224 px, on this machine's
-# CPU (about 30 minutes on 2 cores; run it on a quiet machine). SpectralKD's configs use their CaiT-S24
+# CPU (about 25 minutes on 2 cores; run it on a quiet machine). SpectralKD's configs use their CaiT-S24
 # teacher, the others the DeiT-S teacher.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,7 +14,7 @@ PY=${PYTHON:-.venv/bin/python}
   configs/vitkd/deit-s_fitnet-last_deit-t_4xb256-300e_in1k.py \
   configs/vitkd/deit-s_mgd_deit-t_4xb256-300e_in1k.py \
   configs/spectralkd/cait-s24_spectralkd_deit-tiny_2xb256-400e_in1k.py \
-  --batch 8 --size 224 --iters 7 --warmup 2 \
+  --batch 8 --size 224 --iters 12 --warmup 3 \
   --sweep-only 'deit-s_kd_deit-t' --sweep-batch 2 4 8 --sweep-size 112 160 224 \
   --out-dir work_dirs/benchmark --markdown docs/benchmark.md "$@"
 mkdir -p docs/figures

@@ -117,4 +117,6 @@ def feature_shape(value):
         return [feature_shape(v) for v in value]
     if isinstance(value, dict):
         return {k: feature_shape(v) for k, v in value.items()}
+    if isinstance(value, (int, float)):
+        return value  # e.g. the (h, w) patch grid that PatchEmbed returns beside its tokens
     return type(value).__name__

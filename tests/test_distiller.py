@@ -208,3 +208,16 @@ def test_kill_and_resume_continues_with_the_same_losses(tmp_path, teacher_ckpt):
     for got, want in zip(resumed.losses, expected):
         assert got[2] == pytest.approx(want[2], rel=1e-4, abs=1e-6)
         assert got[3] == pytest.approx(want[3], rel=1e-4, abs=1e-6)
+
+
+def test_ema_hook_works_with_the_distiller(tmp_path, teacher_ckpt):
+    # SpectralKD's recipe keeps an EMA of the model: the averaged copy must be the student's and
+    # the checkpoint must still hold no teacher.
+    cfg = tiny_cfg(KD_CFG, tmp_path, teacher_checkpoint=teacher_ckpt)
+    cfg.custom_hooks = [dict(type='EMAHook', momentum=0.01, priority='ABOVE_NORMAL')]
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    ckpt = torch.load(osp.join(cfg.work_dir, 'epoch_1.pth'), weights_only=False)
+    assert ckpt['ema_state_dict']
+    assert not any('teacher' in k for k in ckpt['ema_state_dict'])
+    assert not any('teacher' in k for k in ckpt['state_dict'])

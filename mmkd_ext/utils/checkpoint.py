@@ -63,6 +63,10 @@ def load_checkpoint_file(filename: str, map_location=None):
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'Checkpoint file {filename!r} does not exist.')
+    if not hasattr(torch.serialization, 'safe_globals'):
+        # torch < 2.5 (e.g. 2.1 with OpenMMLab's prebuilt mmcv) has no allow-list API, and its
+        # default torch.load is what MMEngine was written for.
+        return torch.load(filename, map_location=map_location)
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:

@@ -19,6 +19,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 import mmkd_ext  # noqa: F401
+from mmkd_ext.apis import is_distiller
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -59,7 +60,7 @@ def main():
     rows = []
     for path in sorted(glob.glob(osp.join(args.config_dir, '*.py'))):
         cfg = Config.fromfile(path)
-        if str(cfg.model.get('type', '')).split('.')[-1] != 'Distiller':
+        if not is_distiller(cfg.model):
             continue
         if args.only and not re.search(args.only, osp.basename(path)):
             continue

@@ -258,18 +258,11 @@ def build_distiller_from_config(config: str, size: int, keep_checkpoint: bool = 
                                 cfg_options: Optional[dict] = None):
     """The distiller of a distillation config, with a (C, size, size) dry run; the teacher keeps
     its initial weights unless ``keep_checkpoint`` (speed does not depend on them)."""
-    from mmengine.config import Config
     from mmengine.registry import MODELS as MMENGINE_MODELS
-    from mmengine.registry import init_default_scope
-    from mmengine.utils import import_modules_from_strings
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    if cfg.get('custom_imports'):
-        import_modules_from_strings(**cfg.custom_imports)
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    model = cfg.model
-    if str(model.get('type', '')).split('.')[-1] != 'Distiller':
+
+    from mmkd_ext.apis.runner import is_distiller, load_config
+    model = load_config(config, cfg_options, activate=True).model
+    if not is_distiller(model):
         raise ValueError(f'{config} is not a distillation config (model.type is {model.type}).')
     if not keep_checkpoint:
         model.teacher_checkpoint = None

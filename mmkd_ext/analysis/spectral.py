@@ -26,7 +26,8 @@ import torch
 import torch.nn as nn
 
 from mmkd_ext.distillers.taps import FeatureTaps, module_paths
-from mmkd_ext.losses.spectralkd import downsampled_grid, feature_map
+from mmkd_ext.losses.spectralkd import feature_map
+from mmkd_ext.utils.tokens import downsampled_grid
 from mmkd_ext.utils.tokens import num_extra_tokens, split_tap
 
 

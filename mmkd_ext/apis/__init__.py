@@ -1,3 +1,3 @@
-from .runner import DictAction, build_runner, load_config
+from .runner import DictAction, build_runner, is_distiller, load_config
 
-__all__ = ['build_runner', 'load_config', 'DictAction']
+__all__ = ['build_runner', 'load_config', 'is_distiller', 'DictAction']

@@ -3,12 +3,10 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from mmengine.config import Config
-from mmengine.registry import init_default_scope
-from mmengine.utils import import_modules_from_strings
 
 from mmkd_ext.distillers.builder import build_model
 from mmkd_ext.distillers.taps import feature_shape
+from .runner import is_distiller, load_config
 
 
 def module_shapes(model: nn.Module, input_shape: Sequence[int]) -> List[Tuple[str, str, object]]:
@@ -41,12 +39,8 @@ def module_shapes(model: nn.Module, input_shape: Sequence[int]) -> List[Tuple[st
 
 def list_taps(config: str, input_shape: Sequence[int] = None) -> Dict[str, list]:
     """{'student': rows, 'teacher': rows} for a distillation config, {'model': rows} otherwise."""
-    cfg = Config.fromfile(config)
-    if cfg.get('custom_imports'):
-        import_modules_from_strings(**cfg.custom_imports)
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    model_cfg = cfg.model
-    if str(model_cfg.get('type', '')).split('.')[-1] == 'Distiller':
+    model_cfg = load_config(config, activate=True).model
+    if is_distiller(model_cfg):
         shape = input_shape or model_cfg.get('input_shape', (3, 224, 224))
         return {role: module_shapes(build_model(model_cfg[role]), shape)
                 for role in ('student', 'teacher')}

@@ -18,7 +18,7 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 ModelSpec = Union[dict, str]
 
 
-def _package_config_path(spec: str) -> str:
+def package_config_path(spec: str) -> str:
     """``mmpretrain::deit/deit-tiny_4xb256_in1k.py`` -> the file inside the installed package.
 
     MMEngine's own hub helper would ``pip install`` a missing package; we never do that silently.
@@ -47,7 +47,7 @@ def load_model_config(spec: ModelSpec) -> ConfigDict:
         return ConfigDict(spec)
     if not isinstance(spec, str):
         raise TypeError(f'A model is a dict, a config path or "package::path", got {type(spec)}')
-    path = _package_config_path(spec) if '::' in spec else spec
+    path = package_config_path(spec) if '::' in spec else spec
     if not osp.isfile(path):
         raise FileNotFoundError(f'Model config file {path!r} does not exist.')
     cfg = Config.fromfile(path)

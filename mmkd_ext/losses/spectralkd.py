@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from mmkd_ext.registry import MODELS
-from mmkd_ext.utils.tokens import num_extra_tokens, patch_tokens, split_tap, tokens_to_map
+from mmkd_ext.utils.tokens import (downsampled_grid, num_extra_tokens, patch_tokens, split_tap,
+                                   tokens_to_map)
 from .base import DistillLoss
 
 Grid = Tuple[int, int]
@@ -54,19 +55,6 @@ def spectral_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     s = torch.fft.rfft2(student.float(), norm='ortho')
     t = torch.fft.rfft2(teacher.float(), norm='ortho')
     return F.mse_loss(torch.view_as_real(s), torch.view_as_real(t))
-
-
-def downsampled_grid(grid, n):
-    """The grid of ``n`` tokens inside a hierarchical backbone whose patch grid is ``grid``: the
-    patch grid itself, or it reduced by a power of two with padding (Swin blocks after patch
-    merging), e.g. (56, 56) and 196 tokens -> (14, 14). Returns ``grid`` when nothing fits (the
-    caller then reports the mismatch)."""
-    h, w = grid
-    for s in (1, 2, 4, 8, 16, 32, 64):
-        g = (-(-h // s), -(-w // s))
-        if g[0] * g[1] == n:
-            return g
-    return grid
 
 
 def feature_map(value, num_extra: int = 0, grid: Optional[Grid] = None) -> torch.Tensor:

@@ -72,6 +72,19 @@ def patch_tokens(tokens: torch.Tensor, num_extra: int, grid: Optional[Grid] = No
     return out
 
 
+def downsampled_grid(grid, n):
+    """The grid of ``n`` tokens inside a hierarchical backbone whose patch grid is ``grid``: the
+    patch grid itself, or it reduced by a power of two with padding (Swin blocks after patch
+    merging), e.g. (56, 56) and 196 tokens -> (14, 14). Returns ``grid`` when nothing fits (the
+    caller then reports the mismatch)."""
+    h, w = grid
+    for s in (1, 2, 4, 8, 16, 32, 64):
+        g = (-(-h // s), -(-w // s))
+        if g[0] * g[1] == n:
+            return g
+    return grid
+
+
 def tokens_to_map(tokens: torch.Tensor, grid: Grid) -> torch.Tensor:
     """Patch tokens (B, h*w, D), row-major on the grid -> map (B, D, h, w)."""
     b, n, d = tokens.shape

@@ -76,19 +76,14 @@ def _load_weights(model, checkpoint, role):
 
 def build_models(args):
     """{role: model} ('model', or 'teacher' and 'student'), and the input shape."""
-    from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    from mmengine.utils import import_modules_from_strings
 
-    from mmkd_ext.distillers.builder import _package_config_path, build_model
+    from mmkd_ext.apis.runner import is_distiller, load_config
+    from mmkd_ext.distillers.builder import build_model
     spec = args.model
     if osp.isfile(spec) or '::' in spec:
-        cfg = Config.fromfile(_package_config_path(spec) if '::' in spec else spec)
-        if cfg.get('custom_imports'):
-            import_modules_from_strings(**cfg.custom_imports)
-        init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-        model_cfg = cfg.model
-        if str(model_cfg.get('type', '')).split('.')[-1] == 'Distiller':
+        model_cfg = load_config(spec, activate=True).model
+        if is_distiller(model_cfg):
             models = {role: build_model(model_cfg[role]) for role in ('teacher', 'student')}
             shape = args.shape or tuple(model_cfg.get('input_shape', (3, 224, 224)))
             if args.teacher_checkpoint is not None:  # '' means: no teacher weights

@@ -6,6 +6,6 @@ Importing the package registers everything into the ``mmkd_ext`` registries (see
 """
 from .version import __version__
 from . import utils  # noqa: F401  (installs the checkpoint loading policy)
-from . import datasets, distillers, generators, losses, models, projectors  # noqa: F401
+from . import datasets, distillers, engine, generators, losses, models, projectors  # noqa: F401
 
 __all__ = ['__version__']

@@ -8,6 +8,7 @@ distiller a plain ``type='KDLoss'`` or ``type='LinearProjector'`` is enough.
 import copy
 
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
@@ -39,6 +40,9 @@ MODELS = ScopedRegistry(
 
 DATASETS = Registry(
     'dataset', parent=MMENGINE_DATASETS, scope='mmkd_ext', locations=['mmkd_ext.datasets'])
+
+HOOKS = ScopedRegistry(
+    'hook', parent=MMENGINE_HOOKS, scope='mmkd_ext', locations=['mmkd_ext.engine'])
 
 
 def build_module(cfg: dict, **fill):

@@ -260,7 +260,8 @@ def build_distiller_from_config(config: str, size: int, keep_checkpoint: bool = 
     its initial weights unless ``keep_checkpoint`` (speed does not depend on them)."""
     from mmengine.registry import MODELS as MMENGINE_MODELS
 
-    from mmkd_ext.apis.runner import is_distiller, load_config
+    from mmkd_ext.apis.runner import is_distiller
+    from mmkd_ext.utils.config import load_config
     model = load_config(config, cfg_options, activate=True).model
     if not is_distiller(model):
         raise ValueError(f'{config} is not a distillation config (model.type is {model.type}).')

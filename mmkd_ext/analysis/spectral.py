@@ -26,8 +26,7 @@ import torch
 import torch.nn as nn
 
 from mmkd_ext.distillers.taps import FeatureTaps, module_paths
-from mmkd_ext.losses.spectralkd import feature_map
-from mmkd_ext.utils.tokens import downsampled_grid
+from mmkd_ext.utils.tokens import feature_map
 from mmkd_ext.utils.tokens import num_extra_tokens, split_tap
 
 
@@ -107,9 +106,7 @@ def analyse_model(model: nn.Module, batches: Iterable[torch.Tensor],
                 value = store[path]
                 is_tokens = torch.is_tensor(value) and value.dim() == 3
                 plain_tokens |= is_tokens
-                layer_grid = (downsampled_grid(run_grid, value.shape[1] - extra)
-                              if is_tokens and run_grid else run_grid)
-                fmap = feature_map(value, extra, layer_grid)
+                fmap = feature_map(value, extra, run_grid)
                 shapes[i] = tuple(fmap.shape[1:])
                 sums_i[i] += float(spectral_intensity(fmap)) * b
                 spec = channel_spectrum(fmap) * b

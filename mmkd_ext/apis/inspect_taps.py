@@ -6,7 +6,8 @@ import torch.nn as nn
 
 from mmkd_ext.distillers.builder import build_model
 from mmkd_ext.distillers.taps import feature_shape
-from .runner import is_distiller, load_config
+from mmkd_ext.utils.config import load_config
+from .runner import is_distiller
 
 
 def module_shapes(model: nn.Module, input_shape: Sequence[int]) -> List[Tuple[str, str, object]]:

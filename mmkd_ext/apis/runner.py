@@ -7,31 +7,9 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from mmkd_ext.distillers.builder import package_config_path
+from mmkd_ext.utils.config import load_config
 
 __all__ = ['build_runner', 'load_config', 'is_distiller', 'DictAction']
-
-
-def load_config(config: Union[str, Config], cfg_options: Optional[dict] = None,
-                activate: bool = False) -> Config:
-    """A config from a path, ``package::path`` or a Config, with ``cfg_options`` merged.
-
-    With ``activate`` its ``custom_imports`` are imported and its ``default_scope`` (mmpretrain if
-    none) is made current, so that its models can be built outside a Runner (the analysis tools).
-    """
-    if isinstance(config, str):
-        cfg = Config.fromfile(package_config_path(config) if '::' in config else config)
-    else:
-        cfg = config
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    if activate:
-        from mmengine.registry import init_default_scope
-        from mmengine.utils import import_modules_from_strings
-        if cfg.get('custom_imports'):
-            import_modules_from_strings(**cfg.custom_imports)
-        init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    return cfg
 
 
 def is_distiller(model_cfg) -> bool:

@@ -27,8 +27,9 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModel
 
 from mmkd_ext.registry import MODELS, build_module
-from .builder import (ModelSpec, build_model, freeze, load_model_config,
-                      load_teacher_checkpoint)
+from mmkd_ext.utils.checkpoint import load_state_dict_with_report
+from mmkd_ext.utils.config import ModelSpec, load_model_config
+from .builder import build_model, freeze
 from .taps import FeatureTaps, feature_shape
 
 
@@ -103,7 +104,7 @@ class Distiller(BaseModel):
         if hasattr(teacher, 'init_weights'):
             teacher.init_weights()
         if teacher_checkpoint is not None:
-            self.teacher_report = load_teacher_checkpoint(
+            self.teacher_report = load_state_dict_with_report(
                 teacher, teacher_checkpoint, teacher_min_matched, teacher_prefix)
         else:
             print_log('Distiller: no teacher_checkpoint given, the teacher keeps its initial '

@@ -1,7 +1,6 @@
 """DKD (Zhao et al., CVPR 2022): decoupled KD, target-class KD + non-target-class KD."""
 import torch
 import torch.nn.functional as F
-from mmengine.logging import MessageHub
 
 from mmkd_ext.registry import MODELS
 from mmkd_ext.utils.targets import as_logits, class_targets, drop_target_column
@@ -18,8 +17,9 @@ class DKDLoss(DistillLoss):
     Log-probabilities come from log-sum-exp, never from log(p). With Mixup/CutMix the target class
     is the dominant one (argmax of the soft label), as in the reference code.
 
-    The whole loss is scaled by ``min(epoch / warmup_epochs, 1)`` (the DKD warm-up; epoch counted
-    from 1, read from MMEngine's message hub).
+    The whole loss is scaled by ``min((epoch + 1) / warmup_epochs, 1)`` (the DKD warm-up, epochs
+    counted from 1), the epoch taken from the ``progress`` the distiller passes (no warm-up
+    without it, e.g. outside training).
 
     Args:
         alpha: TCKD weight (1.0).
@@ -37,13 +37,12 @@ class DKDLoss(DistillLoss):
         self.alpha, self.beta, self.tau = alpha, beta, tau
         self.warmup_epochs = warmup_epochs
 
-    def warmup_factor(self) -> float:
-        if self.warmup_epochs <= 0:
+    def warmup_factor(self, progress=None) -> float:
+        if self.warmup_epochs <= 0 or progress is None:
             return 1.0
-        epoch = MessageHub.get_current_instance().get_info('epoch', 0)
-        return min((epoch + 1) / self.warmup_epochs, 1.0)
+        return min((progress.epoch + 1) / self.warmup_epochs, 1.0)
 
-    def forward(self, student_feats, teacher_feats, data_samples=None):
+    def forward(self, student_feats, teacher_feats, data_samples=None, progress=None):
         z_s = as_logits(student_feats['logits']) / self.tau
         z_t = as_logits(teacher_feats['logits']).detach() / self.tau
         target, _ = class_targets(data_samples, z_s.size(1), z_s.device)
@@ -60,5 +59,5 @@ class DKDLoss(DistillLoss):
         nckd = F.kl_div(F.log_softmax(drop_target_column(z_s, target), dim=1),
                         F.log_softmax(drop_target_column(z_t, target), dim=1),
                         reduction='batchmean', log_target=True) * self.tau**2
-        w = self.loss_weight * self.warmup_factor()
+        w = self.loss_weight * self.warmup_factor(progress)
         return {self.term('tckd'): w * self.alpha * tckd, self.term('nckd'): w * self.beta * nckd}

@@ -35,21 +35,16 @@ class FitNetLoss(DistillLoss):
     def __init__(self, reduction: str = 'mean', patch_tokens_only: bool = True,
                  projector: Optional[dict] = None, **kwargs):
         super().__init__(**kwargs)
-        if reduction not in ('sum', 'mean'):
-            raise ValueError(f"FitNetLoss reduction must be 'sum' or 'mean', got {reduction!r}.")
-        self.reduction = reduction
+        self.reduction = self.check_reduction(reduction)
         self.patch_tokens_only = patch_tokens_only
         self.projector_cfg = projector or dict(type='LinearProjector')
 
-    def _many(self, role):
-        return isinstance(getattr(self, f'{role}_taps')['feats'], (list, tuple))
-
     def setup(self, student_shapes, teacher_shapes, student, teacher):
-        self.student_extra = num_extra_tokens(student) if self.patch_tokens_only else 0
-        self.teacher_extra = num_extra_tokens(teacher) if self.patch_tokens_only else 0
-        s, t = student_shapes['feats'], teacher_shapes['feats']
-        s = s if self._many('student') else [s]
-        t = t if self._many('teacher') else [t]
+        super().setup(student_shapes, teacher_shapes, student, teacher)
+        if not self.patch_tokens_only:
+            self.student_extra = self.teacher_extra = 0
+        s = self.as_list(student_shapes, 'student', 'feats')
+        t = self.as_list(teacher_shapes, 'teacher', 'feats')
         if len(s) != len(t):
             raise ValueError(f'FitNetLoss: {len(s)} student taps but {len(t)} teacher taps.')
         projectors = []
@@ -62,10 +57,9 @@ class FitNetLoss(DistillLoss):
         feats, _ = split_tap(value)
         return feats if feats.dim() == 4 else as_tokens(value, extra)
 
-    def forward(self, student_feats, teacher_feats, data_samples=None):
-        s, t = student_feats['feats'], teacher_feats['feats']
-        s = s if self._many('student') else [s]
-        t = t if self._many('teacher') else [t]
+    def forward(self, student_feats, teacher_feats, data_samples=None, progress=None):
+        s = self.as_list(student_feats, 'student', 'feats')
+        t = self.as_list(teacher_feats, 'teacher', 'feats')
         total = 0.0
         for proj, s_val, t_val in zip(self.projectors, s, t):
             pred = proj(self._feature(s_val, self.student_extra))
@@ -74,5 +68,5 @@ class FitNetLoss(DistillLoss):
                 raise ValueError(f'FitNetLoss: projected student feature {tuple(pred.shape)} vs '
                                  f'teacher feature {tuple(target.shape)}.')
             sq = (pred - target).pow(2)
-            total = total + (sq.sum() / sq.shape[0] if self.reduction == 'sum' else sq.mean())
+            total = total + self.reduce(sq, self.reduction)
         return {self.term(): self.loss_weight * total}

@@ -17,7 +17,7 @@ class HardKDLoss(DistillLoss):
     default_teacher_taps = dict(logits='head')
     default_name = 'hard_kd'
 
-    def forward(self, student_feats, teacher_feats, data_samples=None):
+    def forward(self, student_feats, teacher_feats, data_samples=None, progress=None):
         target = as_logits(teacher_feats['logits']).detach().argmax(dim=1)
         loss = F.cross_entropy(as_logits(student_feats['logits']), target)
         return {self.term(): self.loss_weight * loss}

@@ -37,7 +37,7 @@ class KDLoss(DistillLoss):
         super().__init__(**kwargs)
         self.tau = tau
 
-    def forward(self, student_feats, teacher_feats, data_samples=None):
+    def forward(self, student_feats, teacher_feats, data_samples=None, progress=None):
         loss = kl_div_with_temperature(
             as_logits(student_feats['logits']), as_logits(teacher_feats['logits']), self.tau)
         return {self.term(): self.loss_weight * loss}

@@ -4,10 +4,8 @@ from typing import Optional
 import torch
 
 from mmkd_ext.registry import MODELS, build_module
-from mmkd_ext.utils.tokens import (as_tokens, feature_dims, grid_of, num_extra_tokens,
-                                   split_tap, tokens_to_map)
+from mmkd_ext.utils.tokens import feature_dims, feature_map, grid_of
 from .base import DistillLoss
-from .vitkd import drop_none_taps
 
 
 @MODELS.register_module()
@@ -44,12 +42,9 @@ class MGDLoss(DistillLoss):
         self.alpha_mgd, self.lambda_mgd = alpha_mgd, lambda_mgd
         self.generator_cfg = generator or dict(type='MaskedGenerativeBlock', variant='conv')
         self.projector_cfg = projector or dict(type='LinearProjector')
-        self.student_taps = drop_none_taps(self.student_taps)
-        self.teacher_taps = drop_none_taps(self.teacher_taps)
 
     def setup(self, student_shapes, teacher_shapes, student, teacher):
-        self.student_extra = num_extra_tokens(student)
-        self.teacher_extra = num_extra_tokens(teacher)
+        super().setup(student_shapes, teacher_shapes, student, teacher)
         d_s, d_t = feature_dims(student_shapes['feat']), feature_dims(teacher_shapes['feat'])
         self.align = build_module(self.projector_cfg, in_dims=d_s, out_dims=d_t)
         self.generation = build_module(self.generator_cfg, channels=d_t)
@@ -58,20 +53,10 @@ class MGDLoss(DistillLoss):
         """(B, 1, h, w) float, 0 where masked (tests replace this to fix the mask)."""
         return (torch.rand(batch, 1, height, width, device=device) <= 1 - self.lambda_mgd).float()
 
-    def _as_map(self, value, extra, grid):
-        feats, own_grid = split_tap(value)
-        if feats.dim() == 4:
-            return feats
-        grid = grid or own_grid
-        if grid is None:
-            raise ValueError('MGDLoss on tokens needs the patch grid: set student_taps='
-                             "dict(feat=..., grid='backbone.patch_embed').")
-        return tokens_to_map(as_tokens(value, extra, grid), grid)
-
-    def forward(self, student_feats, teacher_feats, data_samples=None):
+    def forward(self, student_feats, teacher_feats, data_samples=None, progress=None):
         grid = grid_of(student_feats['grid']) if 'grid' in student_feats else None
-        s = self.align(self._as_map(student_feats['feat'], self.student_extra, grid))
-        t = self._as_map(teacher_feats['feat'], self.teacher_extra, grid).detach()
+        s = self.align(feature_map(student_feats['feat'], self.student_extra, grid))
+        t = feature_map(teacher_feats['feat'], self.teacher_extra, grid).detach()
         if s.shape != t.shape:
             raise ValueError(f'MGDLoss: aligned student map {tuple(s.shape)} vs teacher map '
                              f'{tuple(t.shape)}.')

@@ -35,7 +35,7 @@ class NKDLoss(DistillLoss):
         self.tau = tau
         self.gamma = gamma
 
-    def forward(self, student_feats, teacher_feats, data_samples=None):
+    def forward(self, student_feats, teacher_feats, data_samples=None, progress=None):
         z_s = as_logits(student_feats['logits'])
         z_t = as_logits(teacher_feats['logits']).detach()
         hard, soft = class_targets(data_samples, z_s.size(1), z_s.device)

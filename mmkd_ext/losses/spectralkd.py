@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from mmkd_ext.registry import MODELS
-from mmkd_ext.utils.tokens import (downsampled_grid, num_extra_tokens, patch_tokens, split_tap,
-                                   tokens_to_map)
+from mmkd_ext.utils.tokens import downsampled_grid, feature_map, split_tap
 from .base import DistillLoss
 
 Grid = Tuple[int, int]
@@ -55,25 +54,6 @@ def spectral_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     s = torch.fft.rfft2(student.float(), norm='ortho')
     t = torch.fft.rfft2(teacher.float(), norm='ortho')
     return F.mse_loss(torch.view_as_real(s), torch.view_as_real(t))
-
-
-def feature_map(value, num_extra: int = 0, grid: Optional[Grid] = None) -> torch.Tensor:
-    """A tap value -> a map (B, C, H, W).
-
-    - a map (B, C, H, W) is returned as it is (CNN stages);
-    - ``(tokens (B, L, C), (H, W))`` (Swin stages, ``patch_embed``): tokens laid on their own grid;
-    - tokens (B, E + N, C) (ViT/DeiT/CaiT blocks): the ``num_extra`` leading tokens are dropped and
-      the N patch tokens laid on ``grid`` (row-major).
-    """
-    feats, own_grid = split_tap(value)
-    if feats.dim() == 4:
-        return feats
-    grid = own_grid or grid
-    if grid is None:
-        raise ValueError(
-            f'Tokens of shape {tuple(feats.shape)} need their patch grid: tap a module that '
-            f"returns (tokens, (h, w)) as `grid` (e.g. grid='backbone.patch_embed').")
-    return tokens_to_map(patch_tokens(feats, num_extra if own_grid is None else 0, grid), grid)
 
 
 def _positions_and_channels(shape, num_extra: int) -> Tuple[int, int, Optional[Grid]]:
@@ -117,8 +97,8 @@ class SpectralKDLoss(DistillLoss):
 
     Returns ``{'loss_spectralkd': loss_weight * mean over pairs of spectral_mse}``.
     """
-    default_student_taps = dict(feats=(), grid=())
-    default_teacher_taps = dict(feats=(), grid=())
+    default_student_taps = dict(feats=(), grid=None)
+    default_teacher_taps = dict(feats=(), grid=None)
     default_name = 'spectralkd'
     RESAMPLE_MODES = (None, 'area')
 
@@ -135,25 +115,25 @@ class SpectralKDLoss(DistillLoss):
                 raise ValueError(
                     f'SpectralKDLoss needs {role}_taps=dict(feats=[module paths]); '
                     f'`python tools/analysis/spectral_analysis.py CONFIG` proposes them.')
-            if not isinstance(taps['grid'], str) and taps['grid']:
+            if not isinstance(taps.get('grid', ''), str):
                 raise TypeError(f'SpectralKDLoss: {role} grid tap must be one module path.')
         ns, nt = len(self.student_taps['feats']), len(self.teacher_taps['feats'])
         if ns != nt:
             raise ValueError(f'SpectralKDLoss pairs student and teacher feats in order: got {ns} '
                              f'student and {nt} teacher paths.')
-        self._extra = {'student': 0, 'teacher': 0}
         self._fallback_grid: dict = {}
 
     def setup(self, student_shapes, teacher_shapes, student, teacher):
-        self._extra = {'student': num_extra_tokens(student), 'teacher': num_extra_tokens(teacher)}
+        super().setup(student_shapes, teacher_shapes, student, teacher)
         spaces = {}
         for role, shapes, model in (('student', student_shapes, student),
                                     ('teacher', teacher_shapes, teacher)):
             taps = getattr(self, f'{role}_taps')
-            spaces[role] = [_positions_and_channels(s, self._extra[role]) for s in shapes['feats']]
+            extra = getattr(self, f'{role}_extra')
+            spaces[role] = [_positions_and_channels(s, extra) for s in shapes['feats']]
             tokens_without_grid = [p for p, s in zip(taps['feats'], shapes['feats'])
                                    if not isinstance(s, list) and len(s) == 2]
-            if tokens_without_grid and not taps['grid']:
+            if tokens_without_grid and 'grid' not in taps:
                 backbone = getattr(model, 'backbone', model)
                 grid = getattr(backbone, 'patch_resolution', None)
                 counts = [spaces[role][taps['feats'].index(p)][0] for p in tokens_without_grid]
@@ -179,15 +159,10 @@ class SpectralKDLoss(DistillLoss):
 
     def _maps(self, feats: dict, role: str) -> List[torch.Tensor]:
         grid = self._fallback_grid.get(role)
-        if getattr(self, f'{role}_taps')['grid']:
+        if 'grid' in feats:
             grid = split_tap(feats['grid'])[1]
-        extra, maps = self._extra[role], []
-        for v in feats['feats']:
-            # Plain tokens after patch merging (Swin blocks) lie on the patch grid reduced by 2^k.
-            plain = torch.is_tensor(v) and v.dim() == 3
-            g = downsampled_grid(grid, v.shape[1] - extra) if plain and grid else grid
-            maps.append(feature_map(v, extra, g))
-        return maps
+        extra = getattr(self, f'{role}_extra')
+        return [feature_map(v, extra, grid) for v in feats['feats']]
 
     def align(self, fs: torch.Tensor, ft: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Bring a pair of maps (B, Cs, Hs, Ws), (B, Ct, Ht, Wt) to one shape (B, C, H, W)."""
@@ -207,7 +182,7 @@ class SpectralKDLoss(DistillLoss):
             fs = pool_channels(fs, ct)
         return fs, ft
 
-    def forward(self, student_feats, teacher_feats, data_samples=None):
+    def forward(self, student_feats, teacher_feats, data_samples=None, progress=None):
         terms = []
         for fs, ft in zip(self._maps(student_feats, 'student'), self._maps(teacher_feats, 'teacher')):
             fs, ft = self.align(fs, ft.detach())

@@ -25,11 +25,6 @@ def correlation(tokens: torch.Tensor) -> torch.Tensor:
     return tokens @ tokens.transpose(1, 2) / math.sqrt(tokens.shape[-1])
 
 
-def drop_none_taps(taps: dict) -> dict:
-    """A config may switch an optional tap off with ``None``."""
-    return {k: v for k, v in taps.items() if v is not None}
-
-
 @MODELS.register_module()
 class ViTKDLoss(DistillLoss):
     """ViTKD: ``alpha * L_mimic + beta * L_gen`` on patch tokens (extra tokens are never used).
@@ -105,21 +100,16 @@ class ViTKDLoss(DistillLoss):
         self.reduction, self.mimic = reduction, mimic
         self.projector_cfg = projector or dict(type='LinearProjector')
         self.generator_cfg = generator or dict(type='MaskedGenerativeBlock', variant='conv')
-        self.student_taps = drop_none_taps(self.student_taps)
-        self.teacher_taps = drop_none_taps(self.teacher_taps)
-        unused = (['shallow'] if alpha == 0 else []) + (['deep', 'grid'] if beta == 0 else [])
-        for key in unused:
-            self.student_taps.pop(key, None)
-            self.teacher_taps.pop(key, None)
+        self.check_reduction(reduction)
+        # A zero-weight term reads nothing, so the teacher can stop earlier.
+        self.drop_taps(*(['shallow'] if alpha == 0 else []) + (['deep', 'grid'] if beta == 0 else []))
 
     # --------------------------------------------------------------------------- set-up
     def setup(self, student_shapes, teacher_shapes, student, teacher):
-        self.student_extra = num_extra_tokens(student)
-        self.teacher_extra = num_extra_tokens(teacher)
+        super().setup(student_shapes, teacher_shapes, student, teacher)
         if self.alpha > 0:
-            s_list, t_list = student_shapes['shallow'], teacher_shapes['shallow']
-            if not isinstance(self.student_taps['shallow'], (list, tuple)):
-                s_list, t_list = [s_list], [t_list]
+            s_list = self.as_list(student_shapes, 'student', 'shallow')
+            t_list = self.as_list(teacher_shapes, 'teacher', 'shallow')
             if len(s_list) != len(t_list):
                 raise ValueError(f'ViTKDLoss: {len(s_list)} student shallow taps but '
                                  f'{len(t_list)} teacher shallow taps.')
@@ -142,10 +132,6 @@ class ViTKDLoss(DistillLoss):
         """(B, N) bool, True = masked (tests replace this to fix the mask)."""
         return exact_random_mask(batch, num_tokens, self.mask_ratio, device)
 
-    def _reduce(self, sq: torch.Tensor) -> torch.Tensor:
-        """Squared errors (B, ...) -> 'sum': sum / B, 'mean': mean."""
-        return sq.sum() / sq.shape[0] if self.reduction == 'sum' else sq.mean()
-
     def mimic_loss(self, s_feats: List, t_feats: List) -> torch.Tensor:
         """Shallow taps (each (B, E+N, D) tokens or (tokens, grid)) -> the unweighted mimic loss."""
         terms = []
@@ -159,7 +145,7 @@ class ViTKDLoss(DistillLoss):
                 pred, target = self.mimic_projectors[i](fs), ft
             else:
                 pred, target = correlation(fs), correlation(ft)
-            terms.append(self._reduce((pred - target).pow(2)))
+            terms.append(self.reduce((pred - target).pow(2), self.reduction))
         total = torch.stack(terms).sum()
         return total if self.reduction == 'sum' else total / len(terms)
 
@@ -177,7 +163,7 @@ class ViTKDLoss(DistillLoss):
         pred = map_to_tokens(self.generator(tokens_to_map(x, grid), mask))
         sq = (pred - ft).pow(2)
         if self.mask_ratio == 0 or not mask.any():
-            return self._reduce(sq)
+            return self.reduce(sq, self.reduction)
         masked = sq * mask.unsqueeze(-1).to(sq.dtype)
         if self.reduction == 'sum':
             return masked.sum() / b / self.mask_ratio
@@ -189,12 +175,11 @@ class ViTKDLoss(DistillLoss):
         feats, grid = split_tap(student_feats['deep'])
         return grid if grid is not None else grid_of(feats)
 
-    def forward(self, student_feats, teacher_feats, data_samples=None) -> Dict[str, torch.Tensor]:
+    def forward(self, student_feats, teacher_feats, data_samples=None, progress=None):
         losses = {}
         if self.alpha > 0:
-            s, t = student_feats['shallow'], teacher_feats['shallow']
-            if not isinstance(self.student_taps['shallow'], (list, tuple)):
-                s, t = [s], [t]
+            s = self.as_list(student_feats, 'student', 'shallow')
+            t = self.as_list(teacher_feats, 'teacher', 'shallow')
             losses[self.term('mimic')] = self.loss_weight * self.alpha * self.mimic_loss(s, t)
         if self.beta > 0:
             gen = self.generation_loss(student_feats['deep'], teacher_feats['deep'],

@@ -17,7 +17,11 @@ import os
 import os.path as osp
 import pickle
 
+from typing import Optional
+
 import torch
+import torch.nn as nn
+from mmengine.logging import MMLogger, print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 
 # Module-qualified names allowed in step 2 (prefix match on 'module.qualname').
@@ -88,3 +92,71 @@ def load_checkpoint_file(filename: str, map_location=None):
 def install_loader():
     """Make MMEngine's CheckpointLoader use :func:`load_checkpoint_file` for local paths."""
     CheckpointLoader.register_scheme(prefixes='', force=True)(load_checkpoint_file)
+
+
+def unwrap_state_dict(ckpt) -> dict:
+    """A loaded checkpoint -> {key: tensor}: the ``state_dict`` / ``model`` / ``module`` entry when
+    there is one, ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes stripped, non-tensors
+    dropped."""
+    if not isinstance(ckpt, dict):
+        raise TypeError(f'A checkpoint must hold a dict, got {type(ckpt).__name__}.')
+    for key in ('state_dict', 'model', 'module'):
+        if key in ckpt and isinstance(ckpt[key], dict):
+            ckpt = ckpt[key]
+            break
+    out = {}
+    for k, v in ckpt.items():
+        if not torch.is_tensor(v):
+            continue
+        for prefix in ('module.', '_orig_mod.'):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out
+
+
+def load_state_dict_with_report(model: nn.Module, checkpoint: str, min_matched: float = 0.5,
+                            prefix: Optional[str] = None, logger: Optional[MMLogger] = None):
+    """Load ``checkpoint`` into the teacher and report missing, unexpected and mis-shaped keys.
+
+    Args:
+        model: the teacher.
+        checkpoint: a local path or URL (anything MMEngine's CheckpointLoader reads).
+        min_matched: the fraction of the teacher's state-dict entries the checkpoint must fill;
+            below it the teacher would be (almost) random, which is an error, not a warning.
+        prefix: keep only keys under this prefix and strip it (e.g. 'backbone.').
+
+    Returns:
+        dict with the lists ``missing``, ``unexpected``, ``mismatched`` and the count ``matched``.
+    """
+    state = unwrap_state_dict(CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu'))
+    if prefix:
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+                  for k, v in state.items() if k in own and own[k].shape != v.shape]
+    missing = [k for k in own if k not in matched]
+    unexpected = [k for k in state if k not in own]
+    report = dict(matched=len(matched), missing=missing, unexpected=unexpected,
+                  mismatched=mismatched)
+    fraction = len(matched) / max(len(own), 1)
+    if fraction < min_matched:
+        example_ckpt = ', '.join(list(state)[:4]) or '(no tensors)'
+        example_model = ', '.join(list(own)[:4])
+        raise ValueError(
+            f'Teacher checkpoint {checkpoint!r} fills only {len(matched)} of {len(own)} teacher '
+            f'entries ({fraction:.0%} < min_matched {min_matched:.0%}): it does not belong to this '
+            f'teacher model. Checkpoint keys look like [{example_ckpt}], the teacher expects '
+            f'[{example_model}]. Check the teacher config, or set `teacher_prefix` if the weights '
+            f'sit under a prefix. Mis-shaped: {mismatched[:5]}')
+    model.load_state_dict(matched, strict=False)
+    lines = [f'Loaded teacher checkpoint {checkpoint}: {len(matched)}/{len(own)} entries matched.']
+    for name, keys in (('missing in checkpoint', missing), ('unexpected in checkpoint', unexpected),
+                       ('wrong shape (not loaded)', mismatched)):
+        if keys:
+            lines.append(f'  {name} ({len(keys)}): {", ".join(keys[:10])}'
+                         + (' ...' if len(keys) > 10 else ''))
+    print_log('\n'.join(lines), logger=logger or 'current',
+              level=30 if (missing or unexpected or mismatched) else 20)
+    return report

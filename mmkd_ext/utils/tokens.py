@@ -111,6 +111,29 @@ def as_tokens(value, num_extra: int = 0, grid: Optional[Grid] = None) -> torch.T
     return patch_tokens(feats, num_extra, grid or own_grid)
 
 
+def feature_map(value, num_extra: int = 0, grid: Optional[Grid] = None) -> torch.Tensor:
+    """Any tap value -> a map (B, C, h, w); the one way every method lays features on a grid.
+
+    - a map (B, C, h, w) is returned as it is (CNN stages);
+    - ``(tokens (B, L, C), (h, w))`` (``patch_embed``, Swin stages): laid on its own grid, which
+      always wins over ``grid`` (it is the grid of these very tokens);
+    - plain tokens (B, E + N, C) (ViT/DeiT/CaiT blocks): the ``num_extra`` leading tokens are
+      dropped and the N patch tokens laid on ``grid`` (row-major), or on ``grid`` reduced by a power
+      of two when N is smaller (Swin blocks after patch merging, see :func:`downsampled_grid`).
+    """
+    feats, own_grid = split_tap(value)
+    if feats.dim() == 4:
+        return feats
+    if own_grid is not None:
+        return tokens_to_map(patch_tokens(feats, 0, own_grid), own_grid)
+    if grid is None:
+        raise ValueError(
+            f'Tokens of shape {tuple(feats.shape)} need their patch grid: tap a module that '
+            f"returns (tokens, (h, w)) as `grid` (e.g. grid='backbone.patch_embed').")
+    grid = downsampled_grid(grid, feats.shape[1] - num_extra)
+    return tokens_to_map(patch_tokens(feats, num_extra, grid), grid)
+
+
 def sincos_pos_embed(grid: Grid, dims: int, device=None, dtype=None) -> torch.Tensor:
     """Fixed 2-D sine-cosine position embedding (1, h*w, dims) for any grid (no parameters).
 

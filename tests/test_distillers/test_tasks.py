@@ -55,7 +55,7 @@ def test_mixup_batch_is_the_same_for_teacher_and_student_and_labels_are_soft():
 
 def test_distiller_on_an_mmdet_detector():
     from mmdet.testing import demo_mm_inputs
-    from mmkd_ext.distillers import load_model_config
+    from mmkd_ext.utils.config import load_model_config
     init_default_scope('mmdet')
     # A real mmdet config, by its package path (its _scope_ 'mmdet' comes with it).
     cfg = load_model_config('mmdet::retinanet/retinanet_r18_fpn_1x_coco.py')

@@ -226,7 +226,7 @@ def _samples(n, num_classes):
 
 def _shrink(spec, role):
     """A model config with the same layer names but tiny widths and images (test-only)."""
-    from mmkd_ext.distillers.builder import load_model_config
+    from mmkd_ext.utils.config import load_model_config
     model = load_model_config(spec)
     bb = model.backbone
     kind = bb.type.split('.')[-1]
@@ -328,7 +328,8 @@ def reference_block(sd, p, x, heads):
 
 
 def test_cait_loads_a_converted_timm_checkpoint(tmp_path):
-    from mmkd_ext.distillers.builder import build_model, load_teacher_checkpoint
+    from mmkd_ext.distillers.builder import build_model
+    from mmkd_ext.utils.checkpoint import load_state_dict_with_report
     init_default_scope('mmpretrain')
     src, dst = tmp_path / 'cait_timm.pth', tmp_path / 'cait_mmkd.pth'
     sd = timm_cait_state_dict()
@@ -343,7 +344,7 @@ def test_cait_loads_a_converted_timm_checkpoint(tmp_path):
         backbone=dict(type='mmkd_ext.CaiT', img_size=32, arch=dict(embed_dims=32, num_layers=3,
                                                                     num_heads=4)),
         neck=None, head=dict(type='LinearClsHead', num_classes=7, in_channels=32)))
-    report = load_teacher_checkpoint(model, str(dst), min_matched=1.0)
+    report = load_state_dict_with_report(model, str(dst), min_matched=1.0)
     assert not report['missing'] and not report['unexpected'] and not report['mismatched']
     assert torch.equal(model.backbone.layers[2].attn.proj_w.weight, sd['blocks.2.attn.proj_w.weight'])
     assert torch.equal(model.backbone.cls_layers[1].ls2.weight, sd['blocks_token_only.1.gamma_2'])

@@ -14,7 +14,7 @@ from mmpretrain.structures import DataSample
 
 import mmkd_ext  # noqa: F401
 from mmkd_ext.distillers import Distiller
-from mmkd_ext.distillers.builder import load_model_config
+from mmkd_ext.utils.config import load_model_config
 from mmkd_ext.generators import MaskedGenerativeBlock
 from mmkd_ext.losses import FitNetLoss, MGDLoss, ViTKDLoss
 from mmkd_ext.losses.vitkd import exact_random_mask

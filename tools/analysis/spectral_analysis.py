@@ -67,18 +67,19 @@ def parse_args(argv=None):
 def _load_weights(model, checkpoint, role):
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    from mmkd_ext.distillers.builder import _unwrap_state_dict, load_teacher_checkpoint
-    keys = _unwrap_state_dict(CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu'))
+    from mmkd_ext.utils.checkpoint import load_state_dict_with_report, unwrap_state_dict
+    keys = unwrap_state_dict(CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu'))
     # A distillation checkpoint holds the student under 'student.'.
     prefix = 'student.' if role != 'teacher' and any(k.startswith('student.') for k in keys) else None
-    load_teacher_checkpoint(model, checkpoint, prefix=prefix)
+    load_state_dict_with_report(model, checkpoint, prefix=prefix)
 
 
 def build_models(args):
     """{role: model} ('model', or 'teacher' and 'student'), and the input shape."""
     from mmengine.registry import init_default_scope
 
-    from mmkd_ext.apis.runner import is_distiller, load_config
+    from mmkd_ext.apis.runner import is_distiller
+    from mmkd_ext.utils.config import load_config
     from mmkd_ext.distillers.builder import build_model
     spec = args.model
     if osp.isfile(spec) or '::' in spec:

@@ -17,3 +17,6 @@ model = dict(
     # The paper's settings: taps blocks 0, 1 (mimic) and the final LayerNorm (generation).
     methods=[dict(type='ViTKDLoss', alpha=3e-5, beta=3e-6, mask_ratio=0.5, reduction='sum')],
 )
+# Evaluate the teacher on the val set before training; stop if it is > 1 point below its published
+# top-1: DeiT-S 80.69 (mmpretrain's metafile, deit-small_4xb256_in1k).
+custom_hooks = [dict(type='mmkd_ext.TeacherCheckHook', expected_top1=80.69)]

@@ -20,3 +20,5 @@ model = dict(
              student_taps=dict(swin_taps, grid='backbone.stages.3'), teacher_taps=swin_taps)
     ],
 )
+# Teacher check: Swin-B IN-21K 85.16 (mmpretrain's metafile, swin-base_in21k-pre-3rdparty_in1k).
+custom_hooks = [dict(type='mmkd_ext.TeacherCheckHook', expected_top1=85.16)]

@@ -3,7 +3,7 @@ from typing import Optional
 
 import torch
 
-from mmkd_ext.utils.checkpoint import load_checkpoint_file
+from mmkd_ext.utils.checkpoint import load_checkpoint_file, unwrap_state_dict
 
 
 def export_student(src: str, dst: str, prefix: Optional[str] = None) -> dict:
@@ -12,15 +12,19 @@ def export_student(src: str, dst: str, prefix: Optional[str] = None) -> dict:
     The distiller's ``student.`` prefix is removed and method parameters (projectors, generative
     blocks) are dropped, so the result loads into the student model as it is, e.g. with
     ``load_from=dst`` or ``init_cfg=dict(type='Pretrained', checkpoint=dst, prefix='backbone.')``.
+    ``src`` is read with the checkpoint policy of :mod:`mmkd_ext.utils.checkpoint`.
 
     Args:
-        prefix: keep only the student's keys under this prefix (e.g. 'backbone.'), unchanged.
+        src (str): A checkpoint of ``mmkd_ext.Distiller`` (e.g. ``work_dirs/X/epoch_300.pth``).
+        dst (str): Where to write the student's checkpoint.
+        prefix (str, optional): Keep only the student's keys under this prefix (e.g.
+            ``'backbone.'``), unchanged. Defaults to None (all of them).
 
     Returns:
-        the saved dict: ``{'state_dict': ..., 'meta': ...}``.
+        dict: The saved dict, ``{'state_dict': ..., 'meta': ...}``.
     """
     ckpt = load_checkpoint_file(src, map_location='cpu')
-    state = ckpt.get('state_dict', ckpt)
+    state = unwrap_state_dict(ckpt)
     student = {k[len('student.'):]: v for k, v in state.items() if k.startswith('student.')}
     if not student:
         some = ', '.join(list(state)[:5])

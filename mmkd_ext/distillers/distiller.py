@@ -4,28 +4,36 @@ One page of architecture:
 
 * ``student`` / ``teacher`` are any OpenMMLab models with the BaseModel API (an mmpretrain
   classifier, an mmdet detector, an mmseg segmentor), given as a model dict, a config file path or
-  ``package::path`` (see :mod:`.builder`).
+  ``package::path`` (see :mod:`mmkd_ext.utils.config`).
 * ``methods`` is a list of registered distillation losses (:class:`mmkd_ext.losses.DistillLoss`). Each
   names the module paths it reads on the student and on the teacher; :class:`.taps.FeatureTaps` reads
   them with forward hooks. A dry run at construction gives every loss the shapes of its taps, so
   projectors are built without channel numbers in the config.
-* Training: the teacher runs under ``no_grad`` and stops as soon as every teacher tap has its value;
-  the student runs its own ``loss`` (the task loss is kept, scaled by ``student_loss_weight``) while its
-  taps are read; each method adds its named, weighted terms.
+* Training: the teacher runs under ``no_grad`` on the student's preprocessed batch (converted to the
+  teacher's own normalisation when it differs) and stops as soon as every teacher tap has its
+  value; the student runs its own ``loss`` (its task terms are kept, scaled by
+  ``student_loss_weight``) while its taps are read; each method adds its named, weighted terms, given
+  the training progress explicitly. A non-finite term stops training with its name.
 * ``predict`` / ``tensor`` delegate to the student, so validation and test evaluate the student.
 * The teacher is not a registered submodule: it is never in a checkpoint, never given to the
-  optimizer or to DDP, and ``train()`` cannot put it in train mode. It is rebuilt from its config and
-  checkpoint whenever the distiller is built (also on resume).
+  optimizer or to DDP, ``train()`` cannot put it in train mode, and ``copy.deepcopy`` (EMA) shares it.
+  It is rebuilt from its config and checkpoint whenever the distiller is built (also on resume); a
+  fingerprint of it in the checkpoint stops a resume with another teacher.
 
 The core imports no method: methods plug in through the registry.
 """
-from typing import Dict, List, Optional, Sequence, Union
+import copy
+import hashlib
+import inspect
+import json
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-from mmengine.logging import print_log
+from mmengine.logging import MessageHub, print_log
 from mmengine.model import BaseModel
 
+from mmkd_ext.losses.base import DistillLoss, Progress
 from mmkd_ext.registry import MODELS, build_module
 from mmkd_ext.utils.checkpoint import load_state_dict_with_report
 from mmkd_ext.utils.config import ModelSpec, load_model_config
@@ -33,7 +41,7 @@ from .builder import build_model, freeze
 from .taps import FeatureTaps, feature_shape
 
 
-def _tap_paths(taps) -> List[str]:
+def _tap_paths(taps) -> list:
     """Flatten a loss's tap spec ({name: path or [paths]}) into a list of paths."""
     paths = []
     for value in taps.values():
@@ -53,25 +61,90 @@ def _shapes(taps, store):
     return {name: feature_shape(v) for name, v in _select(taps, store).items()}
 
 
+def _without_pretrained(cfg):
+    """A copy of a model config with every ``init_cfg`` of type 'Pretrained' removed: a teacher that
+    has its own checkpoint must not download (or need) other weights only to overwrite them."""
+    if isinstance(cfg, dict):
+        out = type(cfg)()
+        for key, value in cfg.items():
+            if key == 'init_cfg':
+                items = value if isinstance(value, (list, tuple)) else [value]
+                kept = [v for v in items
+                        if not (isinstance(v, dict) and v.get('type') == 'Pretrained')]
+                value = (kept if isinstance(value, (list, tuple)) else (kept[0] if kept else None))
+            out[key] = _without_pretrained(value)
+        return out
+    if isinstance(cfg, (list, tuple)):
+        return type(cfg)(_without_pretrained(v) for v in cfg)
+    return cfg
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _weights_digest(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()[:16]
+
+
+def _normalisation(pre):
+    """(mean, std, rgb) of a data preprocessor, or None when it does not normalise images."""
+    mean, std = getattr(pre, 'mean', None), getattr(pre, 'std', None)
+    if not (torch.is_tensor(mean) and torch.is_tensor(std)):
+        return None
+    if not getattr(pre, '_enable_normalize', True):
+        return None
+    rgb = bool(getattr(pre, '_channel_conversion', getattr(pre, 'channel_conversion', False)))
+    return mean.detach().reshape(-1).float(), std.detach().reshape(-1).float(), rgb
+
+
+def _first_conv_channels(model: nn.Module) -> Optional[int]:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    return None
+
+
 @MODELS.register_module()
 class Distiller(BaseModel):
     """Train ``student`` from a frozen ``teacher`` with a list of distillation ``methods``.
 
     Args:
-        student: model dict, config path or ``package::path`` of the student.
-        teacher: same, for the teacher.
-        methods: configs of registered losses (``DistillLoss`` subclasses), each with its
-            ``student_taps`` / ``teacher_taps`` (module paths) and ``loss_weight``.
-        teacher_checkpoint: local path or URL of the teacher's weights. ``None`` leaves the teacher
-            as initialised (said in the log); use it only for tests.
-        teacher_prefix: keep only checkpoint keys under this prefix (stripped) for the teacher.
-        teacher_min_matched: fraction of the teacher's entries its checkpoint must fill.
-        student_loss_weight: scale of the student's own task losses (e.g. 0.1 in SpectralKD).
-        input_shape: (C, H, W) of the dummy input for the dry run that infers tap shapes.
-        data_preprocessor: the student's, when its model dict has none (the Runner passes a
-            config's top-level ``data_preprocessor`` here). The distiller always runs the student's
-            preprocessor (with its batch augments such as Mixup/CutMix), so teacher and student see
-            the same batch; the teacher's own preprocessor is not used.
+        student (dict | str): model dict, config path or ``package::path`` of the student.
+        teacher (dict | str): the same, for the teacher.
+        methods (list[dict]): configs of registered losses (``DistillLoss`` subclasses), each with
+            its ``student_taps`` / ``teacher_taps`` (module paths) and ``loss_weight``.
+            Defaults to ().
+        teacher_checkpoint (str, optional): local path or URL of the teacher's weights. ``None``
+            leaves the teacher as initialised (said in the log); use it only for tests.
+            Defaults to None.
+        teacher_prefix (str, optional): keep only checkpoint keys under this prefix (stripped) for
+            the teacher. Defaults to None.
+        teacher_min_matched (float): fraction of the teacher's entries its checkpoint must fill.
+            Defaults to 0.5.
+        student_loss_weight (float): scale of the student's own task losses (e.g. 0.1 in
+            SpectralKD). The student's terms are logged under their own names (a bare ``loss`` of
+            the student becomes ``loss_student``), so the logged ``loss`` is the optimised total.
+            Defaults to 1.0.
+        input_shape (tuple[int], optional): (C, H, W) of the dummy input of the dry run that infers
+            tap shapes. Defaults to None: C from the student's data preprocessor (or first
+            convolution), (H, W) from its patch embedding's input size, else 224 x 224.
+        stop_on_nonfinite (bool): raise, naming the term and the iteration, as soon as a loss term
+            is NaN or infinite, instead of training on (and saving) a broken model.
+            Defaults to True.
+        allow_teacher_change (bool): resume or load a checkpoint written with another teacher
+            (config or weights) and train on. Defaults to False: an error at the first step.
+        data_preprocessor (dict | nn.Module, optional): the student's, when its model dict has
+            none (the Runner passes a config's top-level ``data_preprocessor`` here). The
+            distiller always runs the student's preprocessor (with its batch augments such as
+            Mixup/CutMix), so teacher and student see the same batch; when the teacher was trained
+            with another mean/std or channel order, the batch is converted for it.
+            Defaults to None.
+        init_cfg (dict, optional): MMEngine init config. Defaults to None.
     """
 
     def __init__(self,
@@ -82,9 +155,16 @@ class Distiller(BaseModel):
                  teacher_prefix: Optional[str] = None,
                  teacher_min_matched: float = 0.5,
                  student_loss_weight: float = 1.0,
-                 input_shape: Sequence[int] = (3, 224, 224),
+                 input_shape: Optional[Sequence[int]] = None,
+                 stop_on_nonfinite: bool = True,
+                 allow_teacher_change: bool = False,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None):
+        if isinstance(methods, dict) or not isinstance(methods, (list, tuple)):
+            raise TypeError(
+                f'Distiller `methods` must be a list of loss configs, e.g. '
+                f"methods=[dict(type='KDLoss', tau=1.0)], got a {type(methods).__name__}: "
+                f'{methods!r}')
         student_cfg = load_model_config(student)
         if data_preprocessor is not None:
             # The Runner passes a config's top-level `data_preprocessor` here: it belongs to the
@@ -94,13 +174,18 @@ class Distiller(BaseModel):
             elif student_cfg['data_preprocessor'] != data_preprocessor:
                 print_log('Distiller: the student model dict has its own data_preprocessor; the '
                           'top-level one of the config is not used.', logger='current', level=30)
-        student = build_model(student_cfg)
+        student = build_model(student_cfg, role='student')
         super().__init__(data_preprocessor=student.data_preprocessor, init_cfg=init_cfg)
         self.student = student
         self.student_loss_weight = student_loss_weight
-        self.input_shape = tuple(input_shape)
+        self.stop_on_nonfinite = stop_on_nonfinite
+        self.allow_teacher_change = allow_teacher_change
+        self.input_shape = tuple(input_shape) if input_shape else self._infer_input_shape()
 
-        teacher = build_model(teacher)
+        teacher_cfg = load_model_config(teacher)
+        if teacher_checkpoint is not None:
+            teacher_cfg = _without_pretrained(teacher_cfg)
+        teacher = build_model(teacher_cfg, role='teacher')
         if hasattr(teacher, 'init_weights'):
             teacher.init_weights()
         if teacher_checkpoint is not None:
@@ -111,9 +196,14 @@ class Distiller(BaseModel):
                       'weights (fine for tests, wrong for training).', logger='current', level=30)
         # Not a registered submodule: see the module docstring.
         object.__setattr__(self, 'teacher', freeze(teacher))
-        self._check_normalisation()
+        self.teacher_fingerprint = dict(
+            config=_digest(teacher_cfg.to_dict() if hasattr(teacher_cfg, 'to_dict') else
+                           teacher_cfg),
+            weights=_weights_digest(teacher) if teacher_checkpoint is not None else None)
+        self._loaded_fingerprint = None
+        self._setup_input_conversion()
 
-        self.methods = nn.ModuleList([build_module(m) for m in methods])
+        self.methods = nn.ModuleList([self._build_method(m, i) for i, m in enumerate(methods)])
         names = [m.name for m in self.methods]
         if len(set(names)) != len(names):
             raise ValueError(f'Two methods share a name in {names}: give each a distinct `name`.')
@@ -125,6 +215,34 @@ class Distiller(BaseModel):
         self._setup_methods()
 
     # ----------------------------------------------------------------------------- construction
+    @staticmethod
+    def _build_method(cfg, index: int) -> DistillLoss:
+        if not isinstance(cfg, dict) or 'type' not in cfg:
+            raise TypeError(f'Distiller methods[{index}] must be a loss config dict with a `type`, '
+                            f"e.g. dict(type='KDLoss'); got {cfg!r}")
+        method = build_module(cfg)
+        if not isinstance(method, DistillLoss):
+            raise TypeError(
+                f'Distiller methods[{index}] (type {cfg["type"]!r}) built a '
+                f'{type(method).__module__}.{type(method).__name__}, which is not an mmkd_ext '
+                f'distillation loss (a DistillLoss subclass with student/teacher taps). Use one of '
+                f'mmkd_ext\'s losses (see docs/methods/), e.g. type=\'mmkd_ext.KDLoss\', or wrap '
+                f'the loss in a DistillLoss (docs/distiller.md, "Adding a method").')
+        params = inspect.signature(method.forward).parameters
+        if 'progress' not in params and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            raise TypeError(f'{type(method).__name__}.forward must accept `progress=None` (the '
+                            f'training progress the distiller passes); see DistillLoss.forward.')
+        return method
+
+    def _infer_input_shape(self):
+        norm = _normalisation(self.student.data_preprocessor)
+        channels = (len(norm[0]) if norm is not None and len(norm[0]) > 1 else
+                    _first_conv_channels(self.student) or 3)
+        backbone = getattr(self.student, 'backbone', self.student)
+        size = getattr(getattr(backbone, 'patch_embed', None), 'init_input_size', None)
+        size = tuple(size) if size is not None else (224, 224)
+        return (channels, *size)
+
     @torch.no_grad()
     def _setup_methods(self):
         """Dry run both models on a dummy batch to learn every tap's shape; let methods build."""
@@ -134,9 +252,18 @@ class Distiller(BaseModel):
         was_training = self.student.training
         self.student.eval()
         try:
-            with self.student_taps.record(stop_when_complete=True) as s_store:
+            with self.student_taps.record() as s_store:
                 self.student(dummy, None, mode='tensor')
+            self.student_taps.check_unchanged(s_store)
             t_store = self.teacher_features(dummy)
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            if 'modified in place' in str(e) or 'never ran the tapped' in str(e):
+                raise
+            raise RuntimeError(
+                f'The dry run that infers tap shapes failed on a dummy batch of shape '
+                f'{tuple(dummy.shape)}: {type(e).__name__}: {e}\nIf the models take other '
+                f'inputs, set `input_shape=(C, H, W)` in the distiller config to what the student '
+                f'takes (e.g. input_shape=(1, 8, 8) for 8x8 grey images).') from e
         finally:
             self.student.train(was_training)
         for method in self.methods:
@@ -144,18 +271,43 @@ class Distiller(BaseModel):
                          _shapes(method.teacher_taps, t_store),
                          student=self.student, teacher=self.teacher)
 
-    def _check_normalisation(self):
-        # The teacher sees the student's preprocessed batch: say so if it was trained otherwise.
-        s_pre, t_pre = self.student.data_preprocessor, getattr(self.teacher, 'data_preprocessor',
-                                                              None)
-        for name in ('mean', 'std'):
-            a, b = getattr(s_pre, name, None), getattr(t_pre, name, None)
-            if torch.is_tensor(a) and torch.is_tensor(b) and (
-                    a.shape != b.shape or not torch.allclose(a, b)):
-                print_log(f'Distiller: the teacher\'s data_preprocessor {name} '
-                          f'{b.flatten().tolist()} differs from the student\'s '
-                          f'{a.flatten().tolist()}; the teacher receives the student\'s input.',
-                          logger='current', level=30)
+    def _setup_input_conversion(self):
+        """The teacher sees the student's preprocessed batch; when the teacher was trained with
+        another mean/std or channel order, convert it: x_t = (P(x_s * std_s + mean_s) - mean_t) /
+        std_t, P the channel flip when one side reads RGB and the other BGR."""
+        self.teacher_input_conversion = None
+        s = _normalisation(self.student.data_preprocessor)
+        t = _normalisation(getattr(self.teacher, 'data_preprocessor', None))
+        if s is None or t is None:
+            return
+        (ms, ss, rs), (mt, st, rt) = s, t
+        same = (rs == rt and ms.shape == mt.shape and torch.allclose(ms, mt)
+                and torch.allclose(ss, st))
+        if same:
+            return
+        if len(ms) != len(mt) and not (len(ms) == 1 or len(mt) == 1):
+            raise ValueError(f'Student and teacher normalise {len(ms)} and {len(mt)} channels: '
+                             f'they cannot share a batch.')
+        self.teacher_input_conversion = dict(flip=rs != rt)
+        shape = (1, -1, 1, 1)
+        self.register_buffer('_s_mean', ms.reshape(shape), persistent=False)
+        self.register_buffer('_s_std', ss.reshape(shape), persistent=False)
+        self.register_buffer('_t_mean', mt.reshape(shape), persistent=False)
+        self.register_buffer('_t_std', st.reshape(shape), persistent=False)
+        print_log(f'Distiller: the teacher was trained with mean {mt.tolist()}, std {st.tolist()}'
+                  f'{" and the other channel order" if rs != rt else ""}; the student\'s batch '
+                  f'(mean {ms.tolist()}, std {ss.tolist()}) is converted for it.',
+                  logger='current')
+
+    def teacher_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The student's preprocessed batch (B, C, H, W) as the teacher's own preprocessor would
+        have made it from the same images."""
+        if self.teacher_input_conversion is None:
+            return inputs
+        raw = inputs * self._s_std + self._s_mean
+        if self.teacher_input_conversion['flip']:
+            raw = raw.flip(1)
+        return (raw - self._t_mean) / self._t_std
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -167,6 +319,40 @@ class Distiller(BaseModel):
         super()._apply(fn, *args, **kwargs)
         self.teacher._apply(fn, *args, **kwargs)
         return self
+
+    def __deepcopy__(self, memo):
+        # EMA (and anything else) deep-copies the model: the frozen teacher and its taps are shared,
+        # never copied, so an EMA recipe does not hold a second teacher.
+        memo[id(self.teacher)] = self.teacher
+        memo[id(self.teacher_taps)] = self.teacher_taps
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            object.__setattr__(new, key, copy.deepcopy(value, memo))
+        return new
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def get_extra_state(self):
+        # Saved with the student in every checkpoint: which teacher this run distils from.
+        return dict(teacher_fingerprint=self.teacher_fingerprint)
+
+    def set_extra_state(self, state):
+        if isinstance(state, dict):
+            self._loaded_fingerprint = state.get('teacher_fingerprint')
+
+    def _check_teacher_fingerprint(self):
+        loaded, own = self._loaded_fingerprint, self.teacher_fingerprint
+        if loaded is None or self.allow_teacher_change:
+            return
+        differ = [k for k in ('config', 'weights')
+                  if loaded.get(k) is not None and own.get(k) is not None and loaded[k] != own[k]]
+        if differ:
+            raise RuntimeError(
+                f'The checkpoint being resumed was trained with another teacher (its '
+                f'{" and ".join(differ)} differ: checkpoint {loaded}, now {own}). Continuing would '
+                f'switch teachers mid-training. Use the teacher config and teacher_checkpoint of '
+                f'that run, or set `model.allow_teacher_change=True` to continue on purpose.')
+        self._loaded_fingerprint = None
 
     # ----------------------------------------------------------------------------- forward
     def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = 'tensor'):
@@ -182,25 +368,58 @@ class Distiller(BaseModel):
             return {}
         with torch.set_grad_enabled(self.teacher_needs_grad):
             with self.teacher_taps.record(stop_when_complete=True) as store:
-                self.teacher(inputs, data_samples, mode='tensor')
+                self.teacher(self.teacher_inputs(inputs), data_samples, mode='tensor')
         return store
 
+    @staticmethod
+    def progress() -> Progress:
+        """The training progress, from MMEngine's message hub (what the Runner's loops record)."""
+        info = MessageHub.get_current_instance().runtime_info
+        return Progress(epoch=int(info.get('epoch', 0)), max_epochs=info.get('max_epochs'),
+                        iter=int(info.get('iter', 0)), max_iters=info.get('max_iters'))
+
     def loss(self, inputs: torch.Tensor, data_samples=None) -> Dict[str, torch.Tensor]:
+        self._check_teacher_fingerprint()
+        progress = self.progress()
         t_store = self.teacher_features(inputs, data_samples)
         with self.student_taps.record() as s_store:
             student_losses = self.student.loss(inputs, data_samples)
+        self.student_taps.check_unchanged(s_store)
+        self.teacher_taps.check_unchanged(t_store)
         losses = {}
         for key, value in student_losses.items():
             if 'loss' in key and self.student_loss_weight != 1.0:
                 value = ([v * self.student_loss_weight for v in value]
                          if isinstance(value, (list, tuple)) else value * self.student_loss_weight)
-            losses[key] = value
+            # MMEngine logs the optimised total as `loss`; a student term of that name would
+            # overwrite it in the log.
+            losses['loss_student' if key == 'loss' else key] = value
         for method in self.methods:
             terms = method(_select(method.student_taps, s_store),
-                           _select(method.teacher_taps, t_store), data_samples)
+                           _select(method.teacher_taps, t_store), data_samples, progress=progress)
             for key, value in terms.items():
                 if key in losses:
                     raise KeyError(f'Loss name {key!r} of method {method.name!r} is already taken; '
                                    f'give the method another `name`.')
                 losses[key] = value
+        if self.stop_on_nonfinite:
+            self._check_finite(losses, progress)
         return losses
+
+    @staticmethod
+    def _check_finite(losses: dict, progress: Progress) -> None:
+        terms = [(k, v) for k, v in losses.items() if 'loss' in k]
+        flat = [(k, t) for k, v in terms for t in (v if isinstance(v, (list, tuple)) else [v])
+                if torch.is_tensor(t)]
+        if not flat:
+            return
+        # One device sync per step for all terms; the names are looked up only on failure.
+        if bool(torch.stack([t.detach().float().sum() for _, t in flat]).isfinite().all()):
+            return
+        bad = next(k for k, t in flat if not bool(t.detach().float().isfinite().all()))
+        values = {k: float(t.detach().float().sum()) for k, t in flat}
+        raise FloatingPointError(
+            f'Loss term {bad!r} is not finite at iteration {progress.iter} (epoch '
+            f'{progress.epoch}); all terms: {values}. Training stopped so that no broken '
+            f'checkpoint is saved. Lower the learning rate or the method\'s loss_weight, check '
+            f'the inputs and the teacher; set `model.stop_on_nonfinite=False` to train on anyway.')

@@ -4,16 +4,28 @@ A tap is a module path such as ``backbone.layers.0``, ``backbone.ln1``, ``neck``
 is what that module returned on its first call in a forward pass (a tensor, or a tuple/list of
 tensors), kept by reference: no copy is made. A module called several times in one forward (a head
 shared over FPN levels) is tapped on its first call: tap its parent to get all of them.
+
+Because values are references, an in-place op later in the forward (``ReLU(inplace=True)`` after a
+BatchNorm) would silently change them; every tensor's version counter is recorded at capture and
+:meth:`FeatureTaps.check_unchanged` raises when it moved.
+
+Hooks are registered only while :meth:`FeatureTaps.record` runs, so a model carries no hooks between
+passes and ``copy.deepcopy`` of a model (EMA) copies no hook that points back at the original.
 """
 import difflib
 from contextlib import contextmanager
 from typing import Dict, Iterable, List, Optional
 
+import torch
 import torch.nn as nn
 
 
-class TapsComplete(Exception):
-    """Raised by a hook to stop a forward pass once every tap it needs has been read."""
+class TapsComplete(BaseException):
+    """Raised by a hook to stop a forward pass once every tap it needs has been read.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``), so that a model's own ``except Exception``
+    cannot swallow the early stop and run on.
+    """
 
 
 def module_paths(model: nn.Module) -> List[str]:
@@ -44,13 +56,24 @@ def resolve_module(model: nn.Module, path: str, role: str = 'model') -> nn.Modul
         f'its output shape.')
 
 
+def _tensors(value):
+    """The tensors inside a tap value (a tensor, or nested tuples / lists / dicts of them)."""
+    if torch.is_tensor(value):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    return []
+
+
 class FeatureTaps:
     """Forward hooks on a set of module paths of one model.
 
     Args:
-        model: the model to read from.
-        paths: the module paths to tap.
-        role: 'student' or 'teacher', used in error messages.
+        model (nn.Module): the model to read from.
+        paths (Iterable[str]): the module paths to tap; each is checked at construction.
+        role (str): 'student' or 'teacher', used in error messages. Defaults to 'model'.
 
     Use::
 
@@ -63,12 +86,10 @@ class FeatureTaps:
     def __init__(self, model: nn.Module, paths: Iterable[str], role: str = 'model'):
         self.paths = list(dict.fromkeys(paths))
         self.role = role
+        self.modules = {path: resolve_module(model, path, role) for path in self.paths}
         self._store: Optional[Dict[str, object]] = None
+        self._versions: Dict[str, List[int]] = {}
         self._stop_when_complete = False
-        self._handles = []
-        for path in self.paths:
-            module = resolve_module(model, path, role)
-            self._handles.append(module.register_forward_hook(self._make_hook(path)))
 
     def _make_hook(self, path: str):
 
@@ -77,6 +98,7 @@ class FeatureTaps:
             if store is None or path in store:
                 return
             store[path] = output
+            self._versions[path] = [t._version for t in _tensors(output)]
             if self._stop_when_complete and len(store) == len(self.paths):
                 raise TapsComplete
         return hook
@@ -90,11 +112,15 @@ class FeatureTaps:
         """
         store: Dict[str, object] = {}
         self._store, self._stop_when_complete = store, stop_when_complete
+        self._versions = {}
+        handles = [m.register_forward_hook(self._make_hook(p)) for p, m in self.modules.items()]
         try:
             yield store
         except TapsComplete:
             pass
         finally:
+            for h in handles:
+                h.remove()
             self._store, self._stop_when_complete = None, False
         missing = [p for p in self.paths if p not in store]
         if missing:
@@ -103,10 +129,20 @@ class FeatureTaps:
                 f'not on the path of this forward (e.g. a head not used in this mode). Tap modules '
                 f'that the forward pass runs; `python tools/list_taps.py CONFIG` lists them.')
 
+    def check_unchanged(self, store: Dict[str, object]) -> None:
+        """Raise if a recorded tensor was modified in place after it was captured."""
+        for path, versions in self._versions.items():
+            now = [t._version for t in _tensors(store.get(path))]
+            if now != versions:
+                raise RuntimeError(
+                    f'The {self.role} tap {path!r} was modified in place after it was read (e.g. a '
+                    f'ReLU(inplace=True) right after it), so its value is not what {path!r} '
+                    f'output. Tap the module that applies that in-place op instead (e.g. the '
+                    f'activation after a norm layer), or build the model with inplace=False '
+                    f'activations.')
+
     def remove(self):
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        """Nothing to remove: hooks live only inside :meth:`record` (kept for callers' clean-up)."""
 
 
 def feature_shape(value):

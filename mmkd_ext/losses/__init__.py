@@ -1,12 +1,12 @@
 from .base import DistillLoss
 from .dkd import DKDLoss
 from .fitnet import FitNetLoss
-from .hard_kd import HardKDLoss
+from .hard_kd import DeiTDistillationLoss, HardKDLoss
 from .kd import KDLoss
 from .mgd import MGDLoss
 from .nkd import NKDLoss
 from .spectralkd import SpectralKDLoss
 from .vitkd import ViTKDLoss
 
-__all__ = ['DistillLoss', 'KDLoss', 'HardKDLoss', 'NKDLoss', 'DKDLoss', 'ViTKDLoss', 'FitNetLoss',
-           'MGDLoss', 'SpectralKDLoss']
+__all__ = ['DistillLoss', 'KDLoss', 'HardKDLoss', 'DeiTDistillationLoss', 'NKDLoss', 'DKDLoss',
+           'ViTKDLoss', 'FitNetLoss', 'MGDLoss', 'SpectralKDLoss']

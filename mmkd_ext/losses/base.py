@@ -9,6 +9,13 @@ from mmkd_ext.utils.tokens import num_extra_tokens
 TapSpec = Union[str, Sequence[str], None]
 
 
+def _last_dim(shape):
+    """Channel count of a logits tap shape (batch removed): (C,), or the first of a tuple output."""
+    if isinstance(shape, list):
+        shape = shape[0]
+    return shape[-1] if isinstance(shape, tuple) and shape else shape
+
+
 class Progress(NamedTuple):
     """Where training stands, given to every loss call by the distiller (``progress=``).
 
@@ -123,6 +130,15 @@ class DistillLoss(nn.Module):
         call ``super().setup(...)`` first."""
         self.student_extra = num_extra_tokens(student)
         self.teacher_extra = num_extra_tokens(teacher)
+        # A tap named `logits` holds class scores: both sides must score the same classes.
+        if 'logits' in student_shapes and 'logits' in teacher_shapes:
+            widths = [_last_dim(student_shapes['logits']), _last_dim(teacher_shapes['logits'])]
+            if widths[0] != widths[1]:
+                raise ValueError(
+                    f'{type(self).__name__} ({self.name!r}) compares class scores, but the student '
+                    f'tap {self.student_taps["logits"]!r} gives {widths[0]} classes and the teacher '
+                    f'tap {self.teacher_taps["logits"]!r} {widths[1]}. Give both heads the same '
+                    f'num_classes (the teacher\'s label space), or tap other modules.')
 
     def term(self, suffix: Optional[str] = None) -> str:
         """The logged name of a term: ``loss_{name}`` or ``loss_{name}_{suffix}``."""

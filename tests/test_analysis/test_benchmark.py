@@ -1,36 +1,124 @@
-"""The benchmark tool runs on a tiny config and reports every field (not the speed)."""
+"""tools/analysis/benchmark.py: the CPU peak probe, the markdown it renders from its JSON, one run."""
+import importlib.util
 import json
 import os.path as osp
 import subprocess
 import sys
 
+import torch
 from conftest import KD_CFG, ROOT
 
+TOOLS = osp.join(ROOT, 'tools', 'analysis')
 
-def test_benchmark_tool_writes_every_field(tmp_path):
+
+def _tool_module(name):
+    spec = importlib.util.spec_from_file_location(name, osp.join(TOOLS, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rows(md, header_start):
+    """The table rows (lists of cells) of the table whose header line starts with header_start."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith('|'):
+            break
+        rows.append([c.strip() for c in line.strip('|').split('|')])
+    return rows
+
+
+def _result(student, teacher, distill, share, extra, sb, peak, sweep):
+    """A result as the tool writes it, with the given numbers."""
+
+    def times(med):
+        return dict(median=med, q1=med - 1, q3=med + 2, min=med - 1, n=5)
+    mem = {k: dict(saved_for_backward_mb=s, peak_mb=p)
+           for k, s, p in zip(('student', 'teacher', 'distill'), sb, peak)}
+    mem.update(teacher_weights_mb=84.0, teacher_taps_mb=0.5, method_params_mb=2.25)
+    return dict(
+        machine=dict(cpu='Test CPU', machine='x86_64', cpu_count=2, torch='2.x', torch_threads=2,
+                     device='cpu'),
+        settings=dict(iters=5, warmup=2),
+        main=dict(batch=8, image_size=[224, 224], floor_ms=student + teacher,
+                  overhead_ratio=distill / (student + teacher),
+                  times_ms=dict(student=times(student), teacher=times(teacher),
+                                distill=times(distill), teacher_full=times(teacher + 10)),
+                  memory=mem),
+        methods=[dict(name='a', type='ViTKDLoss', ms=share - 1.0, trainable_params=extra),
+                 dict(name='b', type='KDLoss', ms=1.0, trainable_params=0)],
+        params=dict(student=1, teacher=2, extra_trainable=extra),
+        sweep_batch=sweep, sweep_size=[])
+
+
+def test_markdown_shows_the_numbers_of_the_json():
+    report = _tool_module('benchmark_report')
+    sweep = [dict(batch=2, image_size=224, student_ms=111.0, teacher_ms=50.0, distill_ms=177.0,
+                  floor_ms=161.0, overhead_ratio=1.099)]
+    results = [('cfg_a', _result(300.0, 200.0, 612.0, 42.5, 2877696, (251.0, 0.0, 263.0),
+                                 (208.0, 25.0, 220.0), sweep)),
+               ('cfg_b', _result(123.0, 45.0, 170.0, 0.3, 0, (90.0, 0.0, 90.0),
+                                 (70.0, 11.0, 69.0), []))]
+    md = report.markdown(results, 'python tools/analysis/benchmark.py X')
+    assert 'Batch 8, 224 px, 5 timed steps of each kind after 2 warm-up' in md
+    main = _rows(md, '| config | method |')
+    assert main[0] == ['cfg_a', 'ViTKD + KD', '300 [299-302]', '200 [199-202]', '500',
+                       '612 [611-614]', '1.224', '42.5', '2,877,696']
+    assert main[1] == ['cfg_b', 'ViTKD + KD', '123 [122-125]', '45 [44-47]', '168',
+                       '170 [169-172]', '1.012', '0.3', '0']
+    memory = _rows(md, '| config | saved for backward')
+    # bound = student peak + taps + method params; act. = distill - student saved for backward.
+    assert memory[0] == ['cfg_a', '251 / 0 / 263', '208 / 25 / 220', '84', '0.5', '2.25', '211',
+                         '12', 'no / yes']
+    assert memory[1] == ['cfg_b', '90 / 0 / 90', '70 / 11 / 69', '84', '0.5', '2.25', '73', '0',
+                         'yes / yes']
+    assert _rows(md, '| config | batch |') == [['cfg_a', '2', '224', '111', '161', '177',
+                                                 '1.099']]
+
+
+def test_peak_rss_sees_a_freed_block():
+    probe = _tool_module('cpu_peak_probe')
+    with probe.PeakRSS() as peak:
+        block = torch.ones(16 * 2**20)  # 64 MiB, written so that it is resident
+        del block
+    assert 60 * 2**20 <= peak.peak < 200 * 2**20
+    with probe.PeakRSS() as idle:
+        pass
+    assert idle.peak < 16 * 2**20
+
+
+def test_benchmark_tool_on_a_tiny_config(tmp_path):
+    md_path = tmp_path / 'bench.md'
     cmd = [sys.executable, 'tools/analysis/benchmark.py', KD_CFG, '--batch', '4', '--size', '8',
            '--iters', '3', '--warmup', '1', '--sweep-batch', '2', '4', '--sweep-size', '8', '12',
-           '--out-dir', str(tmp_path), '--markdown', str(tmp_path / 'bench.md')]
+           '--out-dir', str(tmp_path), '--markdown', str(md_path)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     name = osp.splitext(osp.basename(KD_CFG))[0]
     r = json.load(open(tmp_path / f'{name}.json'))
-    assert {'machine', 'main', 'methods', 'params', 'sweep_batch', 'sweep_size'} <= set(r)
-    main = r['main']
-    for step in ('student', 'teacher', 'teacher_full', 'distill'):
-        assert {'median', 'q1', 'q3', 'min', 'n'} <= set(main['times_ms'][step])
-        assert main['times_ms'][step]['median'] > 0
-    assert main['floor_ms'] > 0 and main['overhead_ratio'] > 0
-    mem = main['memory']
-    for step in ('student', 'teacher', 'distill'):
-        assert {'saved_for_backward_mb', 'peak_mb'} <= set(mem[step])
+    main, mem = r['main'], r['main']['memory']
+    assert (main['batch'], main['image_size'], r['settings']) == (4, [8, 8], dict(iters=3,
+                                                                                warmup=1))
+    assert all(main['times_ms'][k]['n'] == 3 for k in ('student', 'teacher', 'distill'))
     # The teacher runs without autograd: nothing of it is saved for backward.
     assert mem['teacher']['saved_for_backward_mb'] == 0
-    assert mem['distill']['saved_for_backward_mb'] >= mem['student']['saved_for_backward_mb']
-    assert {'teacher_weights_mb', 'teacher_taps_mb', 'method_params_mb'} <= set(mem)
+    # CPU peaks come from the fresh-process probe, for every step.
+    assert all(isinstance(mem[k]['peak_mb'], float) for k in ('student', 'teacher', 'distill'))
     assert [row['batch'] for row in r['sweep_batch']] == [2, 4]
     assert [row['image_size'] for row in r['sweep_size']] == [8, 12]
-    assert r['methods'][0]['type'] == 'KDLoss' and r['methods'][0]['ms'] > 0
-    assert r['params']['extra_trainable'] == 0
+    assert [m['type'] for m in r['methods']] == ['KDLoss'] and r['params']['extra_trainable'] == 0
     assert osp.isfile(tmp_path / f'{name}_sweep.png')
-    assert 'ratio' in open(tmp_path / 'bench.md').read()
+    md = md_path.read_text()
+    t = {k: v['median'] for k, v in main['times_ms'].items()}
+    row = _rows(md, '| config | method |')[0]
+    assert row[0] == name and row[1] == 'KD'
+    assert row[2].startswith(f"{t['student']:.0f} [") and row[5].startswith(f"{t['distill']:.0f} [")
+    assert row[4:7:2] == [f"{main['floor_ms']:.0f}", f"{main['overhead_ratio']:.3f}"]
+    # --render-only rebuilds the same markdown from the JSON alone.
+    md_path.unlink()
+    proc = subprocess.run(cmd + ['--render-only'], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert md_path.read_text() == md

@@ -82,7 +82,7 @@ def test_tap_shapes_inferred_by_dry_run():
             seen.update(s=student_shapes, t=teacher_shapes)
             self.proj = torch.nn.Conv2d(student_shapes['feat'][0], teacher_shapes['feat'][0], 1)
 
-        def forward(self, s, t, data_samples=None):
+        def forward(self, s, t, data_samples=None, progress=None):
             return {'loss_probe': (self.proj(s['feat']) - t['feat']).pow(2).mean()}
 
     d = build_distiller(methods=[dict(type='_ShapeProbe')])
@@ -221,3 +221,96 @@ def test_ema_hook_works_with_the_distiller(tmp_path, teacher_ckpt):
     assert ckpt['ema_state_dict']
     assert not any('teacher' in k for k in ckpt['ema_state_dict'])
     assert not any('teacher' in k for k in ckpt['state_dict'])
+
+
+def test_deepcopy_and_ema_share_the_teacher(tmp_path, teacher_ckpt):
+    import copy
+    d = build_distiller(teacher_checkpoint=teacher_ckpt)
+    clone = copy.deepcopy(d)
+    assert clone.teacher is d.teacher
+    assert clone.student is not d.student
+    assert all(a.data_ptr() != b.data_ptr()
+               for a, b in zip(clone.student.parameters(), d.student.parameters()))
+    # The copy is a working distiller of its own: its taps read its own student.
+    x = torch.zeros(2, 1, 8, 8)
+    with clone.student_taps.record() as store:
+        clone.student(x, mode='tensor')
+    assert store['head'] is not None
+
+    # Through MMEngine's EMAHook in a real run: one teacher in memory, not two.
+    cfg = tiny_cfg(KD_CFG, tmp_path, teacher_checkpoint=teacher_ckpt)
+    cfg.custom_hooks = [dict(type='EMAHook', momentum=0.01, priority='ABOVE_NORMAL')]
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    ema = next(h for h in runner.hooks if type(h).__name__ == 'EMAHook').ema_model.module
+    model = runner.model
+    assert ema.teacher is model.teacher
+    storages = {p.untyped_storage().data_ptr() for m in (ema, model)
+                for p in m.teacher.parameters()}
+    assert len(storages) == len(list(model.teacher.parameters()))
+
+
+def test_teacher_with_checkpoint_does_not_fetch_its_pretrained_init(teacher_ckpt):
+    from mmengine.config import Config
+    teacher = Config.fromfile(TEACHER_CFG).model
+    # Nothing listens on this port: any attempt to fetch it fails at once.
+    teacher.backbone.init_cfg = dict(type='Pretrained',
+                                     checkpoint='http://127.0.0.1:9/imagenet.pth')
+    d = build_distiller(teacher=teacher, teacher_checkpoint=teacher_ckpt)
+    state = torch.load(teacher_ckpt, weights_only=False)['state_dict']
+    assert all(torch.equal(d.teacher.state_dict()[k], v) for k, v in state.items())
+    # Without a checkpoint the same init_cfg is honoured (and so fails offline): the test can fail.
+    with pytest.raises(Exception):
+        build_distiller(teacher=teacher)
+
+
+def test_methods_get_the_training_progress(tmp_path, teacher_ckpt):
+    from mmkd_ext.losses import DistillLoss
+    from mmkd_ext.registry import MODELS
+    seen = []
+
+    @MODELS.register_module(force=True)
+    class _ProgressProbe(DistillLoss):
+        default_student_taps = dict(logits='head')
+        default_teacher_taps = dict(logits='head')
+        default_name = 'progress_probe'
+
+        def forward(self, s, t, data_samples=None, progress=None):
+            seen.append(progress)
+            return {self.term(): s['logits'].sum() * 0}
+
+    cfg = tiny_cfg(KD_CFG, tmp_path, max_epochs=2, n_train=64, teacher_checkpoint=teacher_ckpt)
+    cfg.model.methods = [dict(type='_ProgressProbe')]
+    Runner.from_cfg(cfg).train()
+    assert [p.epoch for p in seen] == [0, 0, 1, 1]
+    assert [p.iter for p in seen] == [0, 1, 2, 3]
+    assert {p.max_epochs for p in seen} == {2} and {p.max_iters for p in seen} == {4}
+
+
+def test_teacher_gets_its_own_normalisation():
+    from mmengine.config import Config
+    init_default_scope('mmpretrain')
+
+    def rgb_net(width, mean, std, to_rgb):
+        net = Config.fromfile(TEACHER_CFG).model
+        net.backbone.update(in_channels=3, stem_channels=width, base_channels=width)
+        net.head.in_channels = 8 * width
+        net.data_preprocessor = dict(num_classes=10, mean=mean, std=std, to_rgb=to_rgb)
+        return net
+
+    student = rgb_net(4, [120.0, 110.0, 100.0], [60.0, 55.0, 50.0], True)
+    teacher = rgb_net(8, [0.0, 10.0, 20.0], [255.0, 128.0, 64.0], False)
+    d = Distiller(student=student, teacher=teacher, input_shape=(3, 8, 8),
+                  methods=[dict(type='KDLoss')])
+    from mmpretrain.structures import DataSample
+    data = dict(inputs=[torch.randint(0, 255, (3, 8, 8), dtype=torch.uint8) for _ in range(3)],
+                data_samples=[DataSample().set_gt_label(0) for _ in range(3)])
+    x_s = d.data_preprocessor(data, False)['inputs']
+    expected = d.teacher.data_preprocessor(data, False)['inputs']
+    assert not torch.allclose(x_s, expected)
+    assert torch.allclose(d.teacher_inputs(x_s), expected, atol=1e-4)
+    # Equal normalisations: the batch goes through untouched.
+    same = Distiller(student=student, teacher=rgb_net(8, [120.0, 110.0, 100.0],
+                                                      [60.0, 55.0, 50.0], True),
+                     input_shape=(3, 8, 8), methods=[dict(type='KDLoss')])
+    assert same.teacher_inputs(x_s) is x_s

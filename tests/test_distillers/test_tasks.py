@@ -23,7 +23,7 @@ class _MapMSE(DistillLoss):
         self.shapes = (student_shapes, teacher_shapes)
         self.proj = torch.nn.Conv2d(student_shapes['feat'][0], teacher_shapes['feat'][0], 1)
 
-    def forward(self, s, t, data_samples=None):
+    def forward(self, s, t, data_samples=None, progress=None):
         _MapMSE.seen.append((s['feat'], t['feat'], data_samples))
         pred = self.proj(s['feat'])
         return {self.term(): F.mse_loss(pred, F.interpolate(t['feat'], pred.shape[-2:]))}

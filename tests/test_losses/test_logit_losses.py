@@ -6,6 +6,7 @@ import torch
 from mmpretrain.structures import DataSample
 
 from mmkd_ext.losses import DKDLoss, HardKDLoss, KDLoss, NKDLoss
+from mmkd_ext.losses.base import Progress
 
 Z_S = [[1.0, 2.0, 0.5, -1.0], [0.2, -0.3, 1.5, 0.0]]
 Z_T = [[2.5, 0.5, 0.0, -0.5], [-1.0, 0.4, 2.0, 1.0]]
@@ -96,15 +97,62 @@ def test_nkd_non_target_term_excludes_the_target_column():
 def test_nkd_soft_labels_reduce_to_hard_for_one_hot():
     hard = call(NKDLoss())
     soft_samples = [DataSample().set_gt_label(y).set_gt_score(torch.eye(4)[y]) for y in LABELS]
-    soft = NKDLoss()(dict(logits=torch.tensor(Z_S)), dict(logits=torch.tensor(Z_T)), soft_samples)
-    for k in hard:
-        assert soft[k].item() == pytest.approx(hard[k].item(), rel=1e-6)
+    for mode in ('argmax', 'weighted'):
+        soft = NKDLoss(soft_labels=mode)(dict(logits=torch.tensor(Z_S)),
+                                         dict(logits=torch.tensor(Z_T)), soft_samples)
+        for k in hard:
+            assert soft[k].item() == pytest.approx(hard[k].item(), rel=1e-6)
 
 
-def test_dkd_matches_formula():
-    alpha, beta, t = 1.0, 8.0, 4.0
+# Mixed labels (Mixup/CutMix): sample 0 is 0.7 class 1 + 0.3 class 2, sample 1 0.4 class 0 +
+# 0.6 class 3. The gt_label stays the first image's class (0 and 0), as mmpretrain keeps it.
+MIXED = [[0.0, 0.7, 0.3, 0.0], [0.4, 0.0, 0.0, 0.6]]
+
+
+def mixed_samples():
+    return [DataSample().set_gt_label(0).set_gt_score(torch.tensor(m)) for m in MIXED]
+
+
+def test_nkd_argmax_soft_labels_match_the_reference():
+    """cls_KD's nkd.py: label = argmax of the mixed label, used in both terms."""
+    gamma, t = 1.5, 2.0
+    target = non_target = 0.0
+    for s, tt, m in zip(Z_S, Z_T, MIXED):
+        y = max(range(4), key=lambda j: m[j])
+        target += -softmax(tt)[y] * math.log(softmax(s)[y])
+        q_s = softmax([v for j, v in enumerate(s) if j != y], t)
+        q_t = softmax([v for j, v in enumerate(tt) if j != y], t)
+        non_target += -sum(a * math.log(b) for a, b in zip(q_t, q_s))
+    n = len(Z_S)
+    loss = NKDLoss(gamma=gamma, tau=t)
+    assert loss.soft_labels == 'argmax'  # the reference is the default
+    out = loss(dict(logits=torch.tensor(Z_S)), dict(logits=torch.tensor(Z_T)), mixed_samples())
+    assert out['loss_nkd_target'].item() == pytest.approx(target / n, rel=1e-5)
+    assert out['loss_nkd_non_target'].item() == pytest.approx(gamma * t * t * non_target / n,
+                                                              rel=1e-5)
+
+
+def test_nkd_weighted_soft_labels_weight_the_target_term_by_the_mix():
+    target = 0.0
+    for s, tt, m in zip(Z_S, Z_T, MIXED):
+        p_s, p_t = softmax(s), softmax(tt)
+        target += -sum(m[c] * p_t[c] * math.log(p_s[c]) for c in range(4))
+    loss = NKDLoss(soft_labels='weighted')
+    out = loss(dict(logits=torch.tensor(Z_S)), dict(logits=torch.tensor(Z_T)), mixed_samples())
+    assert out['loss_nkd_target'].item() == pytest.approx(target / len(Z_S), rel=1e-5)
+    ref = NKDLoss()(dict(logits=torch.tensor(Z_S)), dict(logits=torch.tensor(Z_T)),
+                    mixed_samples())
+    # Same non-target term (argmax removed), another target term.
+    assert out['loss_nkd_non_target'].item() == pytest.approx(
+        ref['loss_nkd_non_target'].item(), rel=1e-6)
+    assert out['loss_nkd_target'].item() != pytest.approx(ref['loss_nkd_target'].item(), rel=1e-3)
+    with pytest.raises(ValueError, match='argmax'):
+        NKDLoss(soft_labels='soft')
+
+
+def dkd_by_hand(alpha, beta, t, labels=LABELS):
     tckd = nckd = 0.0
-    for s, tt, y in zip(Z_S, Z_T, LABELS):
+    for s, tt, y in zip(Z_S, Z_T, labels):
         p_s, p_t = softmax(s, t), softmax(tt, t)
         b_s, b_t = [p_s[y], 1 - p_s[y]], [p_t[y], 1 - p_t[y]]
         tckd += sum(a * math.log(a / b) for a, b in zip(b_t, b_s))
@@ -112,20 +160,48 @@ def test_dkd_matches_formula():
         q_t = softmax([v for j, v in enumerate(tt) if j != y], t)
         nckd += sum(a * math.log(a / b) for a, b in zip(q_t, q_s))
     n = len(Z_S)
+    return alpha * t * t * tckd / n, beta * t * t * nckd / n
+
+
+def test_dkd_matches_formula():
+    alpha, beta, t = 1.0, 8.0, 4.0
+    tckd, nckd = dkd_by_hand(alpha, beta, t)
     out = call(DKDLoss(alpha=alpha, beta=beta, tau=t))
-    assert out['loss_dkd_tckd'].item() == pytest.approx(alpha * t * t * tckd / n, rel=1e-5)
-    assert out['loss_dkd_nckd'].item() == pytest.approx(beta * t * t * nckd / n, rel=1e-5)
+    assert out['loss_dkd_tckd'].item() == pytest.approx(tckd, rel=1e-5)
+    assert out['loss_dkd_nckd'].item() == pytest.approx(nckd, rel=1e-5)
+
+
+def test_dkd_defaults_are_mdistillers_imagenet_setting():
+    loss = DKDLoss()
+    assert (loss.alpha, loss.beta, loss.tau, loss.warmup_epochs) == (1.0, 0.5, 1.0, 1)
+    tckd, nckd = dkd_by_hand(1.0, 0.5, 1.0)
+    out = call(loss)
+    assert out['loss_dkd_tckd'].item() == pytest.approx(tckd, rel=1e-5)
+    assert out['loss_dkd_nckd'].item() == pytest.approx(nckd, rel=1e-5)
+    # WARMUP 1 with epochs counted from 1: factor 1 from the first epoch (no ramp).
+    assert loss.warmup_factor(Progress(epoch=0, max_epochs=100)) == 1.0
 
 
 def test_dkd_warmup_scales_by_epoch():
-    from mmengine.logging import MessageHub
-    hub = MessageHub.get_instance('test_dkd_warmup')
-    hub.update_info('epoch', 1)  # second epoch -> factor 2/4
-    loss = DKDLoss(warmup_epochs=4)
-    assert loss.warmup_factor() == pytest.approx(0.5)
-    full = call(DKDLoss())
-    warm = call(loss)
-    assert warm['loss_dkd_nckd'].item() == pytest.approx(0.5 * full['loss_dkd_nckd'].item())
+    """mdistiller: min(epoch / WARMUP, 1), epochs counted from 1 (Progress.epoch counts from 0)."""
+    loss = DKDLoss(warmup_epochs=20)
+    full = call(DKDLoss(warmup_epochs=0))
+    for epoch, factor in ((0, 1 / 20), (1, 2 / 20), (9, 10 / 20), (19, 1.0), (50, 1.0)):
+        assert loss.warmup_factor(Progress(epoch=epoch, max_epochs=240)) == pytest.approx(factor)
+        warm = loss(dict(logits=torch.tensor(Z_S)), dict(logits=torch.tensor(Z_T)), samples(),
+                    progress=Progress(epoch=epoch, max_epochs=240))
+        for k in ('loss_dkd_tckd', 'loss_dkd_nckd'):
+            assert warm[k].item() == pytest.approx(factor * full[k].item(), rel=1e-6)
+    assert loss.warmup_factor(None) == 1.0  # outside training: no warm-up
+
+
+def test_dkd_takes_the_argmax_of_a_mixed_label():
+    """Our extension (the reference takes integer labels only): target = argmax of the mix."""
+    tckd, nckd = dkd_by_hand(1.0, 0.5, 1.0, labels=[1, 3])
+    out = DKDLoss()(dict(logits=torch.tensor(Z_S)), dict(logits=torch.tensor(Z_T)),
+                    mixed_samples())
+    assert out['loss_dkd_tckd'].item() == pytest.approx(tckd, rel=1e-5)
+    assert out['loss_dkd_nckd'].item() == pytest.approx(nckd, rel=1e-5)
 
 
 def test_logit_losses_are_finite_for_extreme_logits():

@@ -1,7 +1,7 @@
-"""SpectralKD: the loss, the spectral analysis tool, the configs, and the CaiT backbone."""
+"""SpectralKD: the loss, the configs, and the CaiT backbone (the analysis tool:
+tests/test_analysis/test_spectral_analysis.py)."""
 import glob
 import importlib.util
-import json
 import os.path as osp
 
 import pytest
@@ -13,7 +13,7 @@ from mmengine.registry import init_default_scope
 
 import mmkd_ext  # noqa: F401
 from mmkd_ext.losses import SpectralKDLoss
-from conftest import ROOT, STUDENT_CFG, TEACHER_CFG
+from conftest import ROOT
 
 SPECTRAL_CFGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'spectralkd', '*.py')))
 DEMO_CFG = osp.join(ROOT, 'configs', 'demo', 'r18w32_spectralkd_r18w4_1xb64-10e_digits.py')
@@ -156,66 +156,6 @@ def test_demo_config_builds_and_runs():
     model = MODELS.build(dict(cfg.model, teacher_checkpoint=None))
     losses = model.loss(torch.randn(4, 1, 8, 8), _samples(4, 10))
     assert {'loss_kd', 'loss_spectralkd'} <= set(losses) and torch.isfinite(losses['loss_spectralkd'])
-
-
-# ------------------------------------------------------------------------------- the analysis tool
-def _tool():
-    path = osp.join(ROOT, 'tools', 'analysis', 'spectral_analysis.py')
-    spec = importlib.util.spec_from_file_location('spectral_analysis_tool', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TINY_MODELS = {
-    'vit': dict(type='VisionTransformer', img_size=32, patch_size=8,
-                arch=dict(embed_dims=32, num_layers=7, num_heads=2, feedforward_channels=64)),
-    'swin': dict(type='SwinTransformer', img_size=32, window_size=2, pad_small_map=True,
-                 arch=dict(embed_dims=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2])),
-}
-
-
-@pytest.mark.parametrize('kind', sorted(TINY_MODELS))
-def test_analysis_tool_on_a_small_random_model(tmp_path, kind):
-    cfg = Config(dict(default_scope='mmpretrain', model=dict(
-        type='ImageClassifier', backbone=TINY_MODELS[kind], neck=None,
-        head=dict(type='LinearClsHead', num_classes=10, in_channels=32 if kind == 'vit' else 64))))
-    path = str(tmp_path / f'tiny_{kind}.py')
-    cfg.dump(path)
-    out = tmp_path / 'out'
-    report = _tool().main([path, '--data', 'random', '--num-batches', '2', '--batch-size', '3',
-                           '--shape', '3', '32', '32', '--num-layers', '3', '--out-dir', str(out)])
-    for name in ('spectral_intensity.png', 'channel_spectra.png'):
-        assert (out / name).stat().st_size > 1000
-        assert (out / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-    saved = json.loads((out / 'spectral_analysis.json').read_text())
-    res = saved['models']['model']
-    n = 7 if kind == 'vit' else 4
-    assert len(res['layers']) == len(res['intensity']) == len(res['channel_spectrum']) == n
-    top = sorted(sorted(range(n), key=lambda i: -res['intensity'][i])[:3])
-    assert res['proposed'] == top
-    assert all(v > 0 for v in res['intensity'])
-    assert (res['grid'] == 'backbone.patch_embed') == (kind == 'vit')  # Swin stages carry their grid
-    assert report['snippet'] == saved['snippet']
-
-
-def test_analysis_tool_on_a_distillation_config(tmp_path, capsys):
-    """Teacher and student of the demo pair on the digits: both analysed, the printed snippet
-    pastes into a working distiller."""
-    out = tmp_path / 'out'
-    report = _tool().main([osp.join(ROOT, 'configs', 'demo', 'r18w32_kd_r18w4_1xb64-10e_digits.py'),
-                           '--teacher-checkpoint', '', '--data', 'digits', '--num-batches', '2',
-                           '--batch-size', '8', '--out-dir', str(out)])
-    assert set(report['models']) == {'teacher', 'student'}
-    assert report['models']['teacher']['layers'] == [f'backbone.layer{i}' for i in range(1, 5)]
-    assert 'SpectralKDLoss' in capsys.readouterr().out
-    namespace = {}
-    exec('method = ' + report['snippet'].rstrip(','), namespace)  # noqa: S102
-    from mmkd_ext.distillers import Distiller
-    init_default_scope('mmpretrain')
-    d = Distiller(student=STUDENT_CFG, teacher=TEACHER_CFG, input_shape=(1, 8, 8),
-                  methods=[namespace['method']])
-    assert torch.isfinite(d.loss(torch.randn(2, 1, 8, 8), _samples(2, 10))['loss_spectralkd'])
 
 
 # ------------------------------------------------------------------------------------- configs

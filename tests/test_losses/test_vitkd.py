@@ -293,21 +293,33 @@ def test_fitnet_matches_formula():
     assert out['loss_fitnet'].item() == pytest.approx(0.1 * (e0m + e1m).item(), rel=1e-5)
 
 
+def by_hand_mgd(loss, s, t, keep, alpha):
+    """MGD's reference formula by hand: 1x1 align, multiply by the 0/1 mask, Conv3x3-ReLU-Conv3x3,
+    squared error summed over the whole map / batch."""
+    a = loss.align.fc
+    masked = F.conv2d(s, a.weight[:, :, None, None], a.bias) * keep
+    g1, g2 = loss.generation.generation[0], loss.generation.generation[2]
+    pred = F.conv2d(F.relu(F.conv2d(masked, g1.weight, g1.bias, padding=1)), g2.weight, g2.bias,
+                    padding=1)
+    return alpha * ((pred - t)**2).sum() / s.shape[0]  # the whole map, masked or not
+
+
 def test_mgd_matches_formula_on_maps_and_tokens():
     loss = MGDLoss(alpha_mgd=0.3, lambda_mgd=0.5)
-    assert 'grid' not in loss.student_taps
+    assert 'grid' not in loss.student_taps and loss.mask == 'channel'
     loss.setup(dict(feat=(DS, H, W)), dict(feat=(DT, H, W)), torch.nn.Module(), torch.nn.Module())
-    keep = (~fixed_mask()).float().reshape(B, 1, H, W)
-    loss.random_mask = lambda b, h, w, device=None: keep
+    # A fixed channel mask: whole (sample, teacher channel) planes are zeroed.
+    keep = torch.ones(B, DT, 1, 1)
+    keep[0, [1, 4, 5]] = 0
+    keep[1, [0, 2, 3, 7]] = 0
+    loss.random_mask = lambda shape, device=None: keep
     s, t = torch.randn(B, DS, H, W), torch.randn(B, DT, H, W)
-    a = loss.align.fc
-    aligned = F.conv2d(s, a.weight[:, :, None, None], a.bias) * keep
-    g1, g2 = loss.generation.generation[0], loss.generation.generation[2]
-    pred = F.conv2d(F.relu(F.conv2d(aligned, g1.weight, g1.bias, padding=1)), g2.weight, g2.bias,
-                    padding=1)
-    expected = 0.3 * ((pred - t)**2).sum() / B  # the whole map, masked or not
+    expected = by_hand_mgd(loss, s, t, keep, 0.3)
     out = loss(dict(feat=s), dict(feat=t))
     assert out['loss_mgd'].item() == pytest.approx(expected.item(), rel=1e-5)
+    # A different mask gives a different number (the mask is really applied).
+    assert by_hand_mgd(loss, s, t, torch.ones_like(keep), 0.3).item() != pytest.approx(
+        expected.item(), rel=1e-3)
     # Tokens (cls first) on the 3x4 grid give the same number as the equivalent maps.
     tok = MGDLoss(alpha_mgd=0.3, student_taps=dict(feat='x', grid='g'), teacher_taps=dict(feat='x'))
     tok.setup(dict(feat=(N + 1, DS), grid=None), dict(feat=(N + 1, DT)), _Model(), _Model())
@@ -317,13 +329,58 @@ def test_mgd_matches_formula_on_maps_and_tokens():
     t_tok = torch.cat([torch.randn(B, 1, DT), map_to_tokens(t)], 1)
     out_tok = tok(dict(feat=s_tok, grid=(s_tok, (H, W))), dict(feat=t_tok))
     assert out_tok['loss_mgd'].item() == pytest.approx(expected.item(), rel=1e-5)
+    # The spatial layout (detection) with a fixed (B, 1, h, w) mask, same formula.
+    spatial = MGDLoss(alpha_mgd=0.3, lambda_mgd=0.5, mask='spatial')
+    spatial.setup(dict(feat=(DS, H, W)), dict(feat=(DT, H, W)), torch.nn.Module(),
+                  torch.nn.Module())
+    spatial.load_state_dict(loss.state_dict())
+    keep_sp = (~fixed_mask()).float().reshape(B, 1, H, W)
+    spatial.random_mask = lambda shape, device=None: keep_sp
+    out_sp = spatial(dict(feat=s), dict(feat=t))
+    assert out_sp['loss_mgd'].item() == pytest.approx(
+        by_hand_mgd(spatial, s, t, keep_sp, 0.3).item(), rel=1e-5)
+    with pytest.raises(ValueError, match='channel'):
+        MGDLoss(mask='token')
 
 
-def test_mgd_default_mask_ratio():
-    loss = MGDLoss(lambda_mgd=0.65)
-    keep = loss.random_mask(64, 14, 14)
-    assert keep.shape == (64, 1, 14, 14)
-    assert abs(1 - keep.mean().item() - 0.65) < 0.02
+@pytest.mark.parametrize('mask', ['channel', 'spatial'])
+def test_mgd_mask_semantics_match_the_reference_draws(mask):
+    """The reference draws u ~ U[0, 1): classification rand(B, C, 1, 1), zero where u < lambda;
+    detection rand(B, 1, h, w), zero where u > 1 - lambda. Masked entries are zeros."""
+    lam, shape = 0.3, (4, DT, H, W)
+    loss = MGDLoss(lambda_mgd=lam, mask=mask)
+    torch.manual_seed(7)
+    if mask == 'channel':
+        u = torch.rand(4, DT, 1, 1)
+        expected = torch.where(u < lam, 0.0, 1.0)
+    else:
+        u = torch.rand(4, 1, H, W)
+        expected = torch.where(u > 1 - lam, 0.0, 1.0)
+    torch.manual_seed(7)
+    keep = loss.random_mask(shape)
+    assert torch.equal(keep, expected)
+    assert 0 < keep.sum() < keep.numel()  # both cases occur in this draw
+    # What reaches the generator: the aligned map with masked entries set to zero, the rest as is.
+    loss.setup(dict(feat=(DS, H, W)), dict(feat=(DT, H, W)), torch.nn.Module(), torch.nn.Module())
+    seen = []
+    loss.generation.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    s = torch.randn(4, DS, H, W)
+    torch.manual_seed(7)
+    loss(dict(feat=s), dict(feat=torch.randn(4, DT, H, W)))
+    a = loss.align.fc
+    aligned = F.conv2d(s, a.weight[:, :, None, None], a.bias)
+    full = expected.expand(4, DT, H, W).bool()
+    assert torch.all(seen[0][~full] == 0)
+    assert torch.allclose(seen[0][full], aligned[full], atol=1e-6)
+
+
+@pytest.mark.parametrize('mask,lam', [('channel', 0.15), ('spatial', 0.65)])
+def test_mgd_default_mask_ratio(mask, lam):
+    loss = MGDLoss(lambda_mgd=lam, mask=mask)
+    keep = loss.random_mask((64, 96, 14, 14))
+    assert keep.shape == ((64, 96, 1, 1) if mask == 'channel' else (64, 1, 14, 14))
+    assert abs(1 - keep.mean().item() - lam) < 0.02
+    assert MGDLoss().mask == 'channel' and MGDLoss().lambda_mgd == 0.15  # classification defaults
 
 
 # ------------------------------------------------------------------------------- real models

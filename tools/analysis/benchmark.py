@@ -7,20 +7,28 @@
 The teacher keeps its initial weights unless --keep-checkpoint is given (speed does not depend on
 the weights, and tests and fresh machines have none). For each config it prints a table, writes
 DIR/<config>.json and DIR/<config>_sweep.png; with --markdown it writes one table for all configs.
+The measuring primitives are mmkd_ext.analysis.step_cost; this harness adds the sweeps, the CPU
+peak memory of a fresh process (cpu_peak_probe.py), the machine description and the rendering
+(benchmark_report.py).
 """
 import argparse
 import json
 import os
 import os.path as osp
+import platform
 import re
 import sys
+from typing import Optional, Sequence
 
 import torch
 from mmengine.config import DictAction
 
-import mmkd_ext  # noqa: F401
-from mmkd_ext.analysis.benchmark import (build_distiller_from_config, fresh_process_cpu_peaks,
-                                          plot_sweeps, run_benchmark)
+import mmkd_ext  # noqa: F401  (registries)
+from mmkd_ext.analysis.step_cost import make_batch, measure, method_costs
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # the helpers beside this script
+from benchmark_report import markdown, plot_sweeps, print_table  # noqa: E402
+from cpu_peak_probe import fresh_process_cpu_peaks  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -45,115 +53,79 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def method_label(distiller):
-    return ' + '.join(type(m).__name__.replace('Loss', '') for m in distiller.methods)
+def build_distiller_from_config(config: str, size: int, keep_checkpoint: bool = False,
+                                cfg_options: Optional[dict] = None):
+    """The distiller of a distillation config, with a (C, size, size) dry run; the teacher keeps
+    its initial weights unless ``keep_checkpoint`` (speed does not depend on them)."""
+    from mmengine.registry import MODELS as MMENGINE_MODELS
+
+    from mmkd_ext.apis.runner import is_distiller
+    from mmkd_ext.utils.config import load_config
+    model = load_config(config, cfg_options, activate=True).model
+    if not is_distiller(model):
+        raise ValueError(f'{config} is not a distillation config (model.type is {model.type}).')
+    if not keep_checkpoint:
+        model.teacher_checkpoint = None
+    channels = model.get('input_shape', (3, 224, 224))[0]
+    model.input_shape = (channels, size, size)
+    return MMENGINE_MODELS.build(model)
 
 
-def print_table(name, r):
-    m = r['main']
-    t = {k: v['median'] for k, v in m['times_ms'].items()}
-    print(f"\n== {name} ({r['machine']['device']}, batch {m['batch']}, {m['image_size'][0]} px) ==")
-    print(f"student step {t['student']:.1f} ms | teacher fwd (to last tap) {t['teacher']:.1f} ms "
-          f"(full {t['teacher_full']:.1f}) | floor {m['floor_ms']:.1f} ms | distill step "
-          f"{t['distill']:.1f} ms | ratio {m['overhead_ratio']:.3f}")
-    for row in r['methods']:
-        print(f"  method {row['name']} ({row['type']}): {row['ms']:.2f} ms fwd+bwd alone, "
-              f"{row['trainable_params']} trainable params")
-    mem = m.get('memory')
-    if mem:
-        print(f"  saved for backward: student {mem['student']['saved_for_backward_mb']:.1f} MB, "
-              f"teacher {mem['teacher']['saved_for_backward_mb']:.1f} MB, distill "
-              f"{mem['distill']['saved_for_backward_mb']:.1f} MB; teacher weights "
-              f"{mem['teacher_weights_mb']:.1f} MB, taps {mem['teacher_taps_mb']:.1f} MB, method "
-              f"params {mem['method_params_mb']:.2f} MB")
-        print(f"  peak memory above start: student {mem['student']['peak_mb']:.1f} MB, teacher "
-              f"{mem['teacher']['peak_mb']:.1f} MB, distill {mem['distill']['peak_mb']:.1f} MB")
-    for key in ('sweep_batch', 'sweep_size'):
-        for row in r[key]:
-            print(f"  {key}: batch {row['batch']} size {row['image_size']}: student "
-                  f"{row['student_ms']:.1f} / floor {row['floor_ms']:.1f} / distill "
-                  f"{row['distill_ms']:.1f} ms, ratio {row['overhead_ratio']:.3f}")
+def machine_info(device: torch.device) -> dict:
+    """Python, torch, CPU model (from /proc/cpuinfo), core and thread counts, GPU name."""
+    info = dict(python=platform.python_version(), torch=torch.__version__,
+                machine=platform.machine(), cpu_count=os.cpu_count(),
+                torch_threads=torch.get_num_threads(), device=str(device))
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    info['cpu'] = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    if device.type == 'cuda':
+        info['gpu'] = torch.cuda.get_device_name(device)
+    return info
 
 
-def markdown(results, args, command):
-    """The whole docs/benchmark.md: how it was made, the table, the sweeps."""
-    first = results[0][2]['machine']
-    out = ['# Benchmark: what distillation costs on top of its floor', '',
-           'Generated by `bash tools/analysis/benchmark_docs.sh` (`' + command + '`); do not edit '
-           'by hand.', '',
-           'The floor of a distillation step is the student\'s training step (forward, backward, '
-           'SGD step) plus the teacher\'s forward without gradients up to the last module a '
-           'method reads. *ratio* = distillation step / floor; *method share* = forward + backward '
-           'of the methods alone on captured features (projectors, generative blocks, losses). '
-           'All steps of a row are timed in one process, interleaved (student, teacher, '
-           'distillation, ...) after warm-up; medians with the interquartile range in brackets. '
-           'Teachers keep random weights (speed does not depend on them).', '',
-           'Reading it: the ratio of two medians carries the run-to-run spread of a shared CPU '
-           '(a few per cent, see the brackets); the *method share* column is the cost the method '
-           'itself adds. Logit losses add well under a millisecond. ViTKD and MGD pay for their '
-           'generative block (two 3x3 convolutions at the teacher width on the 14x14 grid, '
-           'forward and backward): that is the method, not overhead of the distiller. The teacher '
-           'runs only to its last tapped module (feature methods skip its head; SpectralKD skips '
-           "CaiT's class-attention blocks), and nothing of it is kept for backward.", '',
-           f"Machine: {first.get('cpu', first['machine'])}, {first['cpu_count']} cores, torch "
-           f"{first['torch']} ({first['torch_threads']} threads), device {first['device']}"
-           f"{', ' + first['gpu'] if 'gpu' in first else ''}. Batch {args.batch}, {args.size} px, "
-           f"{args.iters} timed steps of each kind after {args.warmup} warm-up.", '',
-           '| config | method | student step ms | teacher fwd ms | floor ms | distill step ms | '
-           'ratio | method share ms | extra params |',
-           '|---|---|---|---|---|---|---|---|---|']
+def _sweep_row(m: dict) -> dict:
+    t = {n: v['median'] for n, v in m['times_ms'].items()}
+    return dict(batch=m['batch'], image_size=m['image_size'][0], student_ms=t['student'],
+                teacher_ms=t['teacher'], distill_ms=t['distill'], floor_ms=m['floor_ms'],
+                overhead_ratio=m['overhead_ratio'])
 
-    def cell(tm, k):
-        return f"{tm[k]['median']:.0f} [{tm[k]['q1']:.0f}-{tm[k]['q3']:.0f}]"
-    for name, label, r in results:
-        m, tm = r['main'], r['main']['times_ms']
-        share = sum(row['ms'] for row in r['methods'])
-        out.append(f"| {name} | {label} | {cell(tm, 'student')} | {cell(tm, 'teacher')} | "
-                   f"{m['floor_ms']:.0f} | {cell(tm, 'distill')} | {m['overhead_ratio']:.3f} | "
-                   f"{share:.1f} | {r['params']['extra_trainable']:,} |")
-    out += ['', '## Memory', '',
-            '*saved for backward* counts the tensors autograd keeps between forward and backward '
-            '(exact, from saved-tensor hooks). The teacher runs under no_grad, so its column is 0 '
-            'and the distillation step keeps only what the student and the methods keep. *peak* '
-            'is the memory a step adds above the level before it: on CUDA the max allocated; on '
-            'the CPU the sampled resident memory of a fresh child process whose allocator returns '
-            'freed blocks at once. Both models\' weights are resident before every step, so the '
-            'target "distill <= student + teacher weights + taps + method parameters" reads: '
-            'distill peak <= student peak + taps + method params (*bound*). Feature methods also '
-            'keep their own activations for backward (projector and generator inputs: the '
-            'saved-for-backward difference, *method act.*); *bound + act.* adds them.', '',
-            '| config | saved for backward MB: student / teacher / distill | peak MB: student / '
-            'teacher / distill | teacher weights MB | teacher taps MB | method params MB | '
-            'bound MB | method act. MB | distill peak <= bound / bound + act. |',
-            '|---|---|---|---|---|---|---|---|---|']
-    for name, label, r in results:
-        mem = r['main']['memory']
-        sb = ' / '.join(f"{mem[k]['saved_for_backward_mb']:.0f}"
-                        for k in ('student', 'teacher', 'distill'))
-        pk = ' / '.join(f"{mem[k]['peak_mb']:.0f}" for k in ('student', 'teacher', 'distill'))
-        bound = mem['student']['peak_mb'] + mem['teacher_taps_mb'] + mem['method_params_mb']
-        act = max(mem['distill']['saved_for_backward_mb'] -
-                  mem['student']['saved_for_backward_mb'], 0.0)
 
-        def holds(b):
-            return 'yes' if mem['distill']['peak_mb'] <= b + 1.0 else 'no'  # 1 MB: page noise
-        out.append(f"| {name} | {sb} | {pk} | {mem['teacher_weights_mb']:.0f} | "
-                   f"{mem['teacher_taps_mb']:.1f} | {mem['method_params_mb']:.2f} | "
-                   f"{bound:.0f} | {act:.0f} | {holds(bound)} / {holds(bound + act)} |")
-    swept = [(n, r) for n, _, r in results if r['sweep_batch'] or r['sweep_size']]
-    if swept:
-        out += ['', '## Scaling with batch size and image size', '',
-                'Plotted by the tool for each swept config (`OUT_DIR/<config>_sweep.png`); '
-                'the one below is copied to docs/figures/ by tools/analysis/benchmark_docs.sh.', '',
-                '![step time against batch and image size](figures/benchmark_sweep_kd.png)', '']
-        out += ['| config | batch | px | student ms | floor ms | distill ms | ratio |',
-                '|---|---|---|---|---|---|---|']
-        for name, r in swept:
-            for row in r['sweep_batch'] + r['sweep_size']:
-                out.append(f"| {name} | {row['batch']} | {row['image_size']} | "
-                           f"{row['student_ms']:.0f} | {row['floor_ms']:.0f} | "
-                           f"{row['distill_ms']:.0f} | {row['overhead_ratio']:.3f} |")
-    return '\n'.join(out) + '\n'
+def run_benchmark(distiller, batch: int = 8, image_size: Sequence[int] = (224, 224),
+                  device: str = 'cpu', iters: int = 10, warmup: int = 3,
+                  sweep_batches: Sequence[int] = (), sweep_sizes: Sequence[int] = (),
+                  sweep_iters: Optional[int] = None) -> dict:
+    """The whole benchmark of one distiller: the main point, the sweeps, AMP on CUDA."""
+    device = torch.device(device)
+    distiller.to(device).train()
+    result = dict(machine=machine_info(device), settings=dict(iters=iters, warmup=warmup))
+    result['main'] = measure(distiller, batch, image_size, device, iters, warmup)
+    inputs, samples = make_batch(distiller, batch, image_size, device)
+    result['methods'] = method_costs(distiller, inputs, samples)
+    result['params'] = dict(
+        student=sum(p.numel() for p in distiller.student.parameters()),
+        teacher=sum(p.numel() for p in distiller.teacher.parameters()),
+        extra_trainable=sum(p.numel() for p in distiller.methods.parameters() if p.requires_grad))
+    s_iters = sweep_iters or max(3, iters // 2)
+    result['sweep_batch'] = [
+        _sweep_row(measure(distiller, b, image_size, device, s_iters, 1, memory=False))
+        for b in sweep_batches]
+    result['sweep_size'] = [
+        _sweep_row(measure(distiller, batch, (s, s), device, s_iters, 1, memory=False))
+        for s in sweep_sizes]
+    if device.type == 'cuda':
+        result['images_per_s'] = {}
+        for amp in (False, True):
+            m = measure(distiller, batch, image_size, device, iters, warmup, amp=amp, memory=False)
+            result['images_per_s']['amp' if amp else 'fp32'] = dict(
+                student=batch / m['times_ms']['student']['median'] * 1e3,
+                distill=batch / m['times_ms']['distill']['median'] * 1e3)
+    return result
 
 
 def main(argv=None):
@@ -166,9 +138,7 @@ def main(argv=None):
         name = osp.splitext(osp.basename(config))[0]
         if args.render_only:
             with open(osp.join(args.out_dir, f'{name}.json')) as f:
-                r = json.load(f)
-            results.append((name, ' + '.join(m['type'].replace('Loss', '') for m in r['methods']),
-                            r))
+                results.append((name, json.load(f)))
             continue
         distiller = build_distiller_from_config(config, args.size, args.keep_checkpoint,
                                                 args.cfg_options)
@@ -187,13 +157,12 @@ def main(argv=None):
         if r['sweep_batch'] or r['sweep_size']:
             plot_sweeps(r, osp.join(args.out_dir, f'{name}_sweep.png'), name)
         print_table(name, r)
-        results.append((name, method_label(distiller), r))
+        results.append((name, r))
         del distiller
     if args.markdown:
+        words = [w for w in (sys.argv[1:] if argv is None else argv) if w != '--render-only']
         with open(args.markdown, 'w') as f:
-            words = [w for w in (sys.argv[1:] if argv is None else argv) if w != '--render-only']
-            f.write(markdown(results, args, 'python tools/analysis/benchmark.py ' +
-                             ' '.join(words)))
+            f.write(markdown(results, 'python tools/analysis/benchmark.py ' + ' '.join(words)))
         print(f'\nwrote {args.markdown}')
 
 

@@ -1,11 +1,12 @@
-"""Convert a timm CaiT checkpoint into one for ImageClassifier(backbone=mmkd_ext.CaiT, head=LinearClsHead).
+"""Convert a timm CaiT checkpoint for ImageClassifier(backbone=mmkd_ext.CaiT, LinearClsHead).
 
     python tools/model_converters/timm_cait_to_mmkd.py SRC.pth DST.pth
 
-SRC: a timm CaiT state dict (e.g. the released ``cait_s24_224`` weights: a dict with the weights under
-``model``, or the bare state dict). DST: ``{'state_dict': ...}`` with our keys (see
+SRC: a timm CaiT state dict (e.g. the released ``cait_s24_224`` weights: a dict with the weights
+under ``model``, or the bare state dict). DST: ``{'state_dict': ...}`` with our keys (see
 ``mmkd_ext.models.backbones.cait.convert_timm_cait``), loadable as ``teacher_checkpoint`` or with
-``load_from``. Only tensors are read (safe ``torch.load``).
+``load_from``. SRC is read with mmkd_ext's checkpoint policy (``mmkd_ext.utils.checkpoint``):
+tensors, no code.
 """
 import argparse
 import os
@@ -16,6 +17,7 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from mmkd_ext.models.backbones.cait import convert_timm_cait  # noqa: E402
+from mmkd_ext.utils.checkpoint import load_checkpoint_file, unwrap_state_dict  # noqa: E402
 
 
 def main(argv=None):
@@ -23,12 +25,8 @@ def main(argv=None):
     parser.add_argument('src')
     parser.add_argument('dst')
     args = parser.parse_args(argv)
-    ckpt = torch.load(args.src, map_location='cpu', weights_only=True)
-    for key in ('model', 'state_dict', 'model_ema'):
-        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
-            ckpt = ckpt[key]
-            break
-    state = convert_timm_cait({k: v for k, v in ckpt.items() if torch.is_tensor(v)})
+    ckpt = load_checkpoint_file(args.src, map_location='cpu')
+    state = convert_timm_cait(unwrap_state_dict(ckpt, keys=('model', 'state_dict', 'model_ema')))
     os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
     torch.save({'state_dict': state}, args.dst)
     print(f'Wrote {len(state)} tensors to {args.dst}')

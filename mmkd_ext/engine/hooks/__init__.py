@@ -1,1 +1,4 @@
-__all__ = []
+from .teacher_check_hook import (TeacherCheckError, TeacherCheckHook, evaluate_teacher,
+                                 teacher_verdict)
+
+__all__ = ['TeacherCheckError', 'TeacherCheckHook', 'evaluate_teacher', 'teacher_verdict']

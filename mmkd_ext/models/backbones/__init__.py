@@ -1,3 +1,4 @@
 from .cait import CaiT, convert_timm_cait
+from .deit3 import DeiT3, convert_timm_deit3
 
-__all__ = ['CaiT', 'convert_timm_cait']
+__all__ = ['CaiT', 'convert_timm_cait', 'DeiT3', 'convert_timm_deit3']

@@ -1,0 +1,3 @@
+from .deit_head import TrainableDeiTClsHead
+
+__all__ = ['TrainableDeiTClsHead']

@@ -1,0 +1,264 @@
+"""Every runnable config in configs/ trains one step with the real Runner on tiny data.
+
+Configs are found by glob (a new folder is covered without editing this file). A config is runnable
+when it defines ``model``, ``train_dataloader``, ``train_cfg`` and ``optim_wrapper``; the others
+(model definitions that distillation configs name as teacher or student) must live in a
+``models/`` folder. Each runnable config is run as written, except that the test
+
+- replaces image-file datasets (ImageNet) by two real photos (scikit-learn's sample images) in
+  mmpretrain's folder layout, read through the config's own train and test pipelines, and slices
+  the digits to two images;
+- shrinks transformer widths (depth, heads layout, patch size and image size are kept, so every tap
+  path exists) and swaps timm teachers for the smallest model of their family;
+- drops the teacher checkpoint (no downloads) and runs one epoch of one iteration, validation off;
+- keeps TeacherCheckHook but without its expected accuracy (a random teacher would fail it): it
+  still evaluates the teacher on the two validation images before the step.
+
+The step must give finite loss terms (one per method), gradient into the student and changed
+student (and method) parameters, and leave the teacher untouched.
+"""
+import copy
+import glob
+import math
+import os
+import os.path as osp
+import time
+
+import pytest
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import MODELS as ROOT_MODELS
+from mmengine.runner import Runner
+
+import mmkd_ext  # noqa: F401
+from mmkd_ext.utils.config import load_model_config
+from conftest import ROOT
+
+CONFIG_DIR = osp.join(ROOT, 'configs')
+TRAIN_KEYS = ('model', 'train_dataloader', 'train_cfg', 'optim_wrapper')
+FILE_DATASETS = ('ImageNet', 'ImageNet21k', 'CustomDataset')
+# The smallest model of a timm family (same architecture type) for a teacher built by timm.
+TIMM_TINY = {'regnety': 'regnety_002'}
+
+
+def _all_configs():
+    paths = glob.glob(osp.join(CONFIG_DIR, '**', '*.py'), recursive=True)
+    return sorted(p for p in paths if '_base_' not in osp.relpath(p, CONFIG_DIR).split(os.sep))
+
+
+def _is_runnable(path):
+    cfg = Config.fromfile(path)
+    return all(cfg.get(k) is not None for k in TRAIN_KEYS)
+
+
+ALL_CONFIGS = _all_configs()
+RUNNABLE = [p for p in ALL_CONFIGS if _is_runnable(p)]
+
+
+def test_configs_are_found_and_fragments_live_in_models_folders():
+    assert len(RUNNABLE) >= 10, RUNNABLE
+    for folder in ('demo', 'vitkd', 'kd', 'spectralkd'):
+        assert any(osp.relpath(p, CONFIG_DIR).startswith(folder + os.sep) for p in RUNNABLE)
+    for path in sorted(set(ALL_CONFIGS) - set(RUNNABLE)):
+        rel = osp.relpath(path, CONFIG_DIR)
+        assert osp.basename(osp.dirname(path)) == 'models', (
+            f'{rel} lacks one of {TRAIN_KEYS}: a config outside a models/ folder must be runnable')
+        assert 'model' in Config.fromfile(path), f'{rel}: a model definition without `model`'
+
+
+# ------------------------------------------------------------------------------- tiny data
+@pytest.fixture(scope='module')
+def image_folder(tmp_path_factory):
+    """Two real photos as a 2-class dataset in mmpretrain's folder layout (class/xxx.jpg)."""
+    import cv2
+    from sklearn.datasets import load_sample_images
+    root = tmp_path_factory.mktemp('images')
+    for i, img in enumerate(load_sample_images().images[:2]):
+        os.makedirs(root / f'class_{i}')
+        cv2.imwrite(str(root / f'class_{i}' / f'photo_{i}.jpg'), img[:, :, ::-1])  # RGB -> BGR
+    return str(root)
+
+
+def tiny_dataset(dataset, image_folder):
+    kind = dataset.type.split('.')[-1]
+    if kind in FILE_DATASETS:
+        return dict(type='CustomDataset', data_root=image_folder, with_label=True,
+                    pipeline=dataset.pipeline)
+    if kind == 'DigitsDataset':
+        return dict(dataset, indices=2)
+    raise AssertionError(f'tests/test_configs.py does not know how to make tiny data for a '
+                         f'{dataset.type} dataset: add it to tiny_dataset().')
+
+
+def tiny_loader(loader, image_folder):
+    loader = copy.deepcopy(loader)
+    loader.update(batch_size=2, num_workers=0, persistent_workers=False,
+                  dataset=tiny_dataset(loader.dataset, image_folder))
+    return loader
+
+
+# ------------------------------------------------------------------------------- tiny models
+def _width(dims):
+    """A transformer width shrunk about 12 times (a multiple of 4, at least 16); small widths (the
+    digits demo) are kept."""
+    return dims if dims <= 64 else max(16, round(dims / 48) * 4)
+
+
+def _arch(backbone):
+    from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+    arch = backbone.get('arch', 'base')
+    if isinstance(arch, str):
+        cls = ROOT_MODELS.get(backbone.type) or PRETRAIN_MODELS.get(backbone.type)
+        arch = cls.arch_zoo[arch.lower()]
+    return dict(arch)
+
+
+def shrink(model):
+    """A narrow copy of a classifier config: same types, depths and tap paths."""
+    model = ConfigDict(copy.deepcopy(model))
+    model.pop('init_cfg', None)
+    if model.type.split('.')[-1] == 'TimmClassifier':
+        family = model.model_name.split('_')[0]
+        if family not in TIMM_TINY:
+            raise AssertionError(f'No tiny timm model for {model.model_name}: add its family to '
+                                 f'TIMM_TINY in tests/test_configs.py.')
+        model.model_name = TIMM_TINY[family]
+        return model
+    bb = model.backbone
+    bb.pop('init_cfg', None)
+    kind = bb.type.split('.')[-1]
+    if kind in ('VisionTransformer', 'DistilledVisionTransformer', 'DeiT3', 'CaiT'):
+        arch = _arch(bb)
+        width = _width(arch['embed_dims'])
+        new = dict(embed_dims=width, num_layers=arch['num_layers'], num_heads=2)
+        if kind == 'CaiT':
+            new.update({k: arch[k] for k in ('init_values', 'num_cls_layers') if k in arch})
+        else:
+            new['feedforward_channels'] = 2 * width
+        bb.arch = new
+        model.head.in_channels = width
+    elif kind == 'SwinTransformer':
+        arch = _arch(bb)
+        width = _width(arch['embed_dims'])
+        bb.arch = dict(embed_dims=width, depths=arch['depths'], num_heads=[1, 2, 4, 8])
+        model.head.in_channels = 8 * width
+    elif kind in ('ResNet', 'ResNet_CIFAR') and bb.get('base_channels', 64) <= 32:
+        pass  # the digits demo: already tiny
+    else:
+        raise AssertionError(f'tests/test_configs.py cannot shrink a {bb.type} backbone: add a '
+                             f'rule to shrink().')
+    return model
+
+
+def tiny_config(path, work_dir, image_folder):
+    cfg = Config.fromfile(path)
+    cfg.work_dir = str(work_dir)
+    cfg.log_level = 'WARNING'
+    cfg.experiment_name = f'test_{time.time_ns()}'
+    cfg.randomness = dict(seed=0)
+    cfg.load_from, cfg.resume = None, False
+    cfg.train_dataloader = tiny_loader(cfg.train_dataloader, image_folder)
+    for split in ('val', 'test'):
+        if cfg.get(f'{split}_dataloader') is not None:
+            cfg[f'{split}_dataloader'] = tiny_loader(cfg[f'{split}_dataloader'], image_folder)
+    train = cfg.train_cfg
+    if train.get('by_epoch', True) and 'max_iters' not in train:
+        train.update(max_epochs=1, val_interval=2)  # one epoch = one step; never validates
+    else:
+        train.update(max_iters=1, val_interval=2)
+    for hook in cfg.get('custom_hooks', []):
+        if hook.type.split('.')[-1] == 'TeacherCheckHook':
+            hook.expected_top1 = None  # a random teacher: evaluate, do not judge
+    m = cfg.model
+    if m.type.split('.')[-1] == 'Distiller':
+        m.student = shrink(load_model_config(m.student))
+        m.teacher = shrink(load_model_config(m.teacher))
+        m.teacher_checkpoint = None
+    else:
+        cfg.model = shrink(m)
+    return cfg
+
+
+# ------------------------------------------------------------------------------- the step
+class StepProbe(Hook):
+    """Records, around the one training step: the log, the gradients reaching the student and the
+    methods, and their parameters and the teacher's state before and after."""
+    priority = 'LOWEST'
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        self.model = model
+        self.trained = dict(model.student.named_parameters(prefix='student')) \
+            if hasattr(model, 'teacher') else dict(model.named_parameters())
+        if hasattr(model, 'methods'):
+            self.trained.update(model.methods.named_parameters(prefix='methods'))
+        self.trained = {k: p for k, p in self.trained.items() if p.requires_grad}
+        self.before = {k: p.detach().clone() for k, p in self.trained.items()}
+        self.grads = {}
+        self.handles = [p.register_hook(self._grad_hook(k)) for k, p in self.trained.items()]
+        teacher = getattr(model, 'teacher', None)
+        self.teacher_before = None if teacher is None else {
+            k: v.clone() for k, v in teacher.state_dict().items()}
+
+    def _grad_hook(self, name):
+
+        def hook(grad):
+            self.grads[name] = grad.detach().clone()
+        return hook
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        for h in self.handles:
+            h.remove()
+        self.outputs = {k: float(v) for k, v in outputs.items()}
+        self.changed = {k for k, p in self.trained.items() if not torch.equal(p, self.before[k])}
+
+
+@pytest.mark.parametrize('path', RUNNABLE, ids=lambda p: osp.relpath(p, CONFIG_DIR))
+def test_config_trains_one_step(path, tmp_path, image_folder):
+    cfg = tiny_config(path, tmp_path, image_folder)
+    runner = Runner.from_cfg(cfg)
+    probe = StepProbe()
+    runner.register_hook(probe)
+    runner.train()
+    assert runner.iter == 1
+    model, log = probe.model, probe.outputs
+    # Finite loss terms, one or more per method.
+    assert 'loss' in log and all(math.isfinite(v) for v in log.values()), log
+    for method in getattr(model, 'methods', []):
+        assert any(k.startswith(f'loss_{method.name}') for k in log), (method.name, list(log))
+    # Gradient reached the student (and every method parameter), finite, and the step moved them.
+    assert probe.grads, 'no gradient reached the trained parameters'
+    assert all(torch.isfinite(g).all() for g in probe.grads.values())
+    student = [k for k in probe.trained if not k.startswith('methods.')]
+    assert any(probe.grads.get(k) is not None and probe.grads[k].abs().sum() > 0 for k in student)
+    for k in probe.trained:
+        if k.startswith('methods.'):
+            assert k in probe.grads and probe.grads[k].abs().sum() > 0, f'no gradient in {k}'
+    moved = {k for k in probe.grads if probe.grads[k].abs().sum() > 0}
+    assert moved <= probe.changed, f'not updated despite gradient: {sorted(moved - probe.changed)}'
+    # The teacher (weights and BN statistics) is untouched and gets no gradient.
+    teacher = getattr(model, 'teacher', None)
+    if teacher is not None:
+        assert not any(p.requires_grad or p.grad is not None for p in teacher.parameters())
+        after = teacher.state_dict()
+        for k, v in probe.teacher_before.items():
+            assert torch.equal(v, after[k]), f'teacher entry {k} changed'
+    # TeacherCheckHook, where the config has one, evaluated the teacher before the step: its
+    # top-1 is the one computed here on the same two validation images.
+    for hook in runner.hooks:
+        if type(hook).__name__ == 'TeacherCheckHook':
+            assert hook.result == pytest.approx(teacher_top1(model, runner.val_dataloader))
+
+
+@torch.no_grad()
+def teacher_top1(distiller, loader):
+    hits = total = 0
+    for batch in loader:
+        data = distiller.data_preprocessor(batch, False)
+        logits = distiller.teacher(distiller.teacher_inputs(data['inputs']), mode='tensor')
+        labels = torch.cat([s.gt_label for s in data['data_samples']])
+        hits += int((logits.argmax(1) == labels).sum())
+        total += len(labels)
+    return 100.0 * hits / total

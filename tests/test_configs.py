@@ -94,8 +94,8 @@ def tiny_dataset(dataset, image_folder):
 
 def tiny_loader(loader, image_folder):
     loader = copy.deepcopy(loader)
-    loader.update(batch_size=2, num_workers=0, persistent_workers=False,
-                  dataset=tiny_dataset(loader.dataset, image_folder))
+    loader.update(batch_size=2, num_workers=0, persistent_workers=False)
+    loader['dataset'] = ConfigDict(tiny_dataset(loader.dataset, image_folder))  # not merged
     return loader
 
 

@@ -1,2 +1,3 @@
 """Importable, tested analyses behind tools/analysis/: ``spectral`` (SpectralKD's per-layer spectral
-analysis) and ``benchmark`` (the cost of a distillation step). Import the submodule you need."""
+analysis) and ``step_cost`` (what a distillation step costs: the measuring primitives of
+tools/analysis/benchmark.py). Import the submodule you need."""

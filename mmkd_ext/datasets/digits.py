@@ -57,7 +57,8 @@ class DigitsDataset(BaseDataset):
     teacher that saw them all) takes ``subset_size`` train images, stratified by class (counts
     proportional to the class sizes of the train split, about 30 a class for 300), drawn with
     ``subset_seed``: the same images for every training seed. The images keep their order in the
-    train split.
+    train split. Each item's ``digit_index`` is its index in ``sklearn.datasets.load_digits()``
+    (``sample_idx`` is its position in this dataset, as in every MMEngine dataset).
 
     Args:
         split (str): 'train' or 'test'. Defaults to 'train'.
@@ -126,7 +127,7 @@ class DigitsDataset(BaseDataset):
             images = upscale(images, self.img_size)
         images = np.round(images).astype(np.uint8)
         return [
-            dict(img=img, gt_label=int(labels[i]), sample_idx=int(i))
+            dict(img=img, gt_label=int(labels[i]), digit_index=int(i))
             for img, i in zip(images, keep)
         ]
 

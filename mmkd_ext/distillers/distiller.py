@@ -98,7 +98,10 @@ def _normalisation(pre):
         return None
     if not getattr(pre, '_enable_normalize', True):
         return None
-    rgb = bool(getattr(pre, '_channel_conversion', getattr(pre, 'channel_conversion', False)))
+    # Whether it flips the loaded (BGR) channels: mmpretrain `to_rgb`, MMEngine/mmdet
+    # `_channel_conversion`, mmseg `channel_conversion`.
+    flags = [getattr(pre, n, None) for n in ('to_rgb', '_channel_conversion', 'channel_conversion')]
+    rgb = any(bool(f) for f in flags if f is not None)
     return mean.detach().reshape(-1).float(), std.detach().reshape(-1).float(), rgb
 
 

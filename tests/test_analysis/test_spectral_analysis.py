@@ -44,7 +44,8 @@ def _tiny_config(tmp_path, kind, with_pipeline=True):
     cfg = dict(default_scope='mmpretrain', model=dict(
         type='ImageClassifier',
         data_preprocessor=dict(num_classes=10, mean=MEAN, std=STD, to_rgb=True),
-        backbone=TINY_MODELS[kind], neck=None,
+        backbone=TINY_MODELS[kind],
+        neck=None if kind == 'vit' else dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=10, in_channels=32 if kind == 'vit' else 64)))
     if with_pipeline:  # the dataset itself is never built by these tests
         cfg['val_dataloader'] = dict(batch_size=4, dataset=dict(
@@ -126,10 +127,11 @@ def test_sample_photos_are_crops_of_the_real_photographs():
         assert 0 <= box['top'] and box['top'] + box['height'] <= photo.shape[0]
         assert 0 <= box['left'] and box['left'] + box['width'] <= photo.shape[1]
         assert abs(box['width'] / box['height'] - 40 / 24) < 0.02  # the input's aspect
-        assert box['height'] >= 0.5 * 427 - 1  # at least a quarter of the largest crop's area
+        largest = min(photo.shape[0], photo.shape[1] * 24 / 40)  # height of the largest crop
+        assert 0.5 * largest - 1 <= box['height'] <= largest  # a quarter of its area or more
         rgb = raw[k].flip(0).permute(1, 2, 0).double().numpy()  # the tool gives BGR
         ref = _pil_crop(photo, box, (40, 24))
-        assert np.abs(rgb - ref).mean() < 1.5, box
+        assert np.abs(rgb - ref).mean() < 0.5, box
         moved = dict(box, top=box['top'] // 2, left=box['left'] // 2)
         if (moved['top'], moved['left']) != (box['top'], box['left']):
             assert np.abs(rgb - _pil_crop(photo, moved, (40, 24))).mean() > 5, box
@@ -140,7 +142,7 @@ def test_sample_photos_are_crops_of_the_real_photographs():
     grey, gboxes = tool.sample_photo_crops(4, (1, 8, 8), seed=0)
     for k, box in enumerate(gboxes):
         ref = _pil_crop(photos[box['photo']], box, (8, 8), grey=True)
-        assert np.abs(grey[k, 0].double().numpy() - ref).mean() < 1.5
+        assert np.abs(grey[k, 0].double().numpy() - ref).mean() < 0.5
     with pytest.raises(ValueError, match='grey .1 channel. or colour'):
         tool.sample_photo_crops(2, (2, 8, 8))
 
@@ -173,10 +175,10 @@ def test_analysis_tool_on_a_small_random_model(tmp_path, kind):
     crops = [_pil_crop(photos[b['photo']], b, (32, 32)) for b in saved['inputs']]
     inputs = _normalise_rgb(np.stack(crops))
     intensity, channel = _spectra_by_hand(model, inputs, res['layers'], patch=8)
-    # PIL and torch resample within a grey level: close, not bit-equal.
-    np.testing.assert_allclose(res['intensity'], intensity, rtol=2e-2)
-    np.testing.assert_allclose(res['channel_spectrum'][-1], channel[-1].numpy(), rtol=5e-2,
-                               atol=1e-3)
+    # PIL and torch resample within a tenth of a grey level: close, not bit-equal.
+    np.testing.assert_allclose(res['intensity'], intensity, rtol=1e-3)
+    np.testing.assert_allclose(res['channel_spectrum'][-1], channel[-1].numpy(), rtol=1e-2,
+                               atol=1e-4)
     assert res['proposed'] == _top(intensity, 3) == _top(res['intensity'], 3)
     # With the tool's own crops the numbers agree to float precision.
     raw, boxes = _tool().sample_photo_crops(6, (3, 32, 32), seed=0)
@@ -222,7 +224,7 @@ def test_analysis_tool_on_an_image_folder(tmp_path):
     res = report['models']['model']
     intensity, _ = _spectra_by_hand(model, _normalise_rgb(np.round(np.stack(expected))),
                                     res['layers'], patch=8)
-    np.testing.assert_allclose(res['intensity'], intensity, rtol=1e-2)
+    np.testing.assert_allclose(res['intensity'], intensity, rtol=1e-3)  # JPEG decoders differ
     assert res['proposed'] == _top(intensity, 3)
 
 

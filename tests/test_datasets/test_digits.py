@@ -18,7 +18,7 @@ DIGITS = load_digits()
 
 
 def sample_ids(ds):
-    return np.array([ds.get_data_info(i)['sample_idx'] for i in range(len(ds))])
+    return np.array([ds.get_data_info(i)['digit_index'] for i in range(len(ds))])
 
 
 def test_split_is_fixed_disjoint_and_stratified():
@@ -29,7 +29,7 @@ def test_split_is_fixed_disjoint_and_stratified():
     for c in range(10):  # 25 % of every class is held out
         assert (DIGITS.target[te] == c).sum() == round((DIGITS.target == c).sum() * 0.25)
     info = train.get_data_info(5)
-    i = info['sample_idx']
+    i = info['digit_index']
     assert info['img'].dtype == np.uint8 and info['img'].shape == (8, 8)
     np.testing.assert_array_equal(info['img'], np.round(DIGITS.images[i] * 255 / 16))
     assert info['gt_label'] == DIGITS.target[i]
@@ -58,7 +58,7 @@ def test_subset_is_stratified_and_independent_of_the_training_seed():
     ds = DigitsDataset('train', subset_size=300)
     first = ds.get_data_info(0)
     np.testing.assert_array_equal(first['img'],
-                                  np.round(DIGITS.images[first['sample_idx']] * 255 / 16))
+                                  np.round(DIGITS.images[first['digit_index']] * 255 / 16))
 
 
 @pytest.mark.parametrize('size', [16, 12, 32])
@@ -67,7 +67,7 @@ def test_upscale_equals_pil_bilinear(size):
     for i in (0, 7, 449):
         info = ds.get_data_info(i)
         assert info['img'].shape == (size, size) and info['img'].dtype == np.uint8
-        src = (DIGITS.images[info['sample_idx']] * 255 / 16).astype(np.float32)
+        src = (DIGITS.images[info['digit_index']] * 255 / 16).astype(np.float32)
         ref = np.asarray(Image.fromarray(src, mode='F').resize((size, size), Image.BILINEAR))
         diff = np.abs(info['img'].astype(np.float64) - np.round(ref))
         # Factor 2 and 4 weights are exact binary fractions: equal; 12 may round 0.5 apart.

@@ -95,7 +95,6 @@ def test_logged_loss_is_the_optimised_total_mmdet():
 
 
 def test_logged_loss_is_the_optimised_total_mmseg():
-    pytest.importorskip('ftfy')
     from mmseg.structures import SegDataSample
     from mmengine.structures import PixelData
     init_default_scope('mmseg')

@@ -1,4 +1,5 @@
-"""The contract of every registered distillation loss, on a tiny real ViT student/teacher pair.
+"""The contract of every registered distillation loss, on a tiny real ViT student/teacher pair
+(a DeiT student with class and distillation tokens, a plain ViT teacher, twice as wide).
 
 Every ``DistillLoss`` subclass that mmkd_ext registers is built, set up with the shapes of its taps,
 run on the pair's features and back-propagated: its terms are finite scalars named ``loss_*``; no
@@ -26,6 +27,7 @@ S_DIMS, T_DIMS = 16, 32
 SETTINGS = {
     'KDLoss': dict(tau=2.0),
     'HardKDLoss': dict(),
+    'DeiTDistillationLoss': dict(),  # the student's head.layers.head_dist
     'NKDLoss': dict(),
     'DKDLoss': dict(warmup_epochs=2),
     'FitNetLoss': dict(),  # backbone.ln1
@@ -46,14 +48,18 @@ LOSSES = sorted(
     and cls.__module__.startswith('mmkd_ext.'))
 
 
-def tiny_vit(width):
+def tiny_vit(width, distilled=False):
+    """A 4-block ViT on 16x16 images (a 4x4 patch grid); ``distilled``: DeiT's two extra tokens
+    (class and distillation) and a DeiT head, as DeiT students have."""
+    head = dict(type='mmkd_ext.TrainableDeiTClsHead') if distilled else dict(
+        type='VisionTransformerClsHead')
     return MODELS.build(dict(
         type='ImageClassifier', _scope_='mmpretrain',
-        backbone=dict(type='VisionTransformer', img_size=IMG, patch_size=4,
+        backbone=dict(type='DistilledVisionTransformer' if distilled else 'VisionTransformer',
+                      img_size=IMG, patch_size=4,
                       arch=dict(embed_dims=width, num_layers=DEPTH, num_heads=2,
                                 feedforward_channels=2 * width)),
-        neck=None, head=dict(type='VisionTransformerClsHead', num_classes=CLASSES,
-                             in_channels=width)))
+        neck=None, head=dict(head, num_classes=CLASSES, in_channels=width)))
 
 
 def record(model, paths, inputs):
@@ -81,14 +87,14 @@ def tensors(feats):
     return out
 
 
-def run_loss(name, **extra):
+def run_loss(loss_type, **extra):
     init_default_scope('mmpretrain')
     torch.manual_seed(0)
-    student, teacher = tiny_vit(S_DIMS).train(), tiny_vit(T_DIMS).eval()
+    student, teacher = tiny_vit(S_DIMS, distilled=True).train(), tiny_vit(T_DIMS).eval()
     # The teacher's parameters require gradients here (the distiller freezes them): a loss that
     # lets gradient into the teacher shows it.
     assert all(p.requires_grad for p in teacher.parameters())
-    loss = MODELS.build(dict(type=name, **SETTINGS[name], **extra))
+    loss = MODELS.build(dict(type=loss_type, **SETTINGS[loss_type], **extra))
     paths = {role: [p for n in getattr(loss, f'{role}_taps') for p in loss.tap_paths(role, n)]
              for role in ('student', 'teacher')}
     inputs = torch.randn(B, 3, IMG, IMG)

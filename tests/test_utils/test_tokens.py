@@ -53,7 +53,8 @@ def test_downsampled_grid_on_a_real_swin():
     torch.manual_seed(0)
     swin = SwinTransformer(arch=dict(embed_dims=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1]),
                            img_size=(28, 20), window_size=2, pad_small_map=True,
-                           out_indices=(0, 1, 2, 3)).eval()
+                           out_indices=(0, 1, 2, 3))
+    swin.eval()  # (mmpretrain's Swin.train() returns None)
     seen = []
     hooks = [s.register_forward_hook(lambda m, a, out: seen.append(out)) for s in swin.stages]
     with torch.no_grad():

@@ -124,9 +124,8 @@ def convert_timm_deit3(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.T
             raise KeyError(f'convert_timm_deit3: unknown timm DeiT III key {key!r}')
         if new.startswith('backbone.layers.'):
             for pattern, repl in _BLOCK_KEYS:
-                mapped = re.sub(pattern, repl, new)
-                if mapped != new:
-                    new = mapped
+                new, found = re.subn(pattern, repl, new)
+                if found:
                     break
             else:
                 raise KeyError(f'convert_timm_deit3: unknown timm DeiT III block key {key!r}')

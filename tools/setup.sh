@@ -45,8 +45,11 @@ if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$
 fi
 
 pip install -q -r requirements.txt
+# Editable: setup.py links configs/, tools/ and model-index.yml into mmkd_ext/.mim (for mmkd_ext::).
 pip install -q --no-deps --no-build-isolation -e .
-"$VENV/bin/python" -c "import mmkd_ext, mmcv.ops, mmpretrain, mmdet, mmseg; print('mmkd_ext', mmkd_ext.__version__, 'ready in', '$VENV')"
+"$VENV/bin/python" -c "import mmkd_ext, mmcv.ops, mmpretrain, mmdet, mmseg, os.path as osp
+assert osp.isdir(osp.join(osp.dirname(mmkd_ext.__file__), '.mim', 'configs')), 'no mmkd_ext/.mim'
+print('mmkd_ext', mmkd_ext.__version__, 'ready in', '$VENV')"
 
 if [ "$RUN_DEMO" = 1 ]; then
   "$VENV/bin/python" tools/demo.py

@@ -1,6 +1,7 @@
-"""The spectral analysis tool (tools/analysis/spectral_analysis.py): its data (scikit-learn's sample
-photographs, the config's validation set, an image folder) and what it measures and proposes, checked
-against crops, pipelines and spectra recomputed here by other means (PIL, forward hooks, torch.fft)."""
+"""The spectral analysis tool (tools/analysis/spectral_analysis.py): its data (scikit-learn's
+sample photographs, the config's validation set, an image folder) and what it measures and
+proposes, checked against crops, pipelines and spectra recomputed here by other means (PIL, forward
+hooks, torch.fft)."""
 import importlib.util
 import json
 import os.path as osp
@@ -167,7 +168,8 @@ def test_analysis_tool_on_a_small_random_model(tmp_path, kind):
     res = saved['models']['model']
     n = 7 if kind == 'vit' else 4
     assert len(res['layers']) == len(res['intensity']) == len(res['channel_spectrum']) == n
-    assert (res['grid'] == 'backbone.patch_embed') == (kind == 'vit')  # Swin stages carry their grid
+    # Swin stages carry their own grid; ViT blocks need the patch_embed tap.
+    assert (res['grid'] == 'backbone.patch_embed') == (kind == 'vit')
 
     # The same photo crops, cut by PIL, normalised here, through the model with our own hooks.
     bunch = load_sample_images()

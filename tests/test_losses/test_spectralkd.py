@@ -47,11 +47,12 @@ def make_loss(s_feats, t_feats, s_model=None, t_model=None, s_grid=None, t_grid=
     if t_grid is not None:
         t_taps['grid'] = 't_grid'
     loss = SpectralKDLoss(student_taps=s_taps, teacher_taps=t_taps, **kw)
-    s_shapes = dict(feats=[_shape(v) for v in s_feats], grid=[])
-    t_shapes = dict(feats=[_shape(v) for v in t_feats], grid=[])
+    # A tap that is off is absent from what the distiller passes.
+    sf = dict(feats=s_feats, **({} if s_grid is None else dict(grid=s_grid)))
+    tf = dict(feats=t_feats, **({} if t_grid is None else dict(grid=t_grid)))
+    s_shapes = dict(feats=[_shape(v) for v in s_feats], **({} if s_grid is None else dict(grid=[])))
+    t_shapes = dict(feats=[_shape(v) for v in t_feats], **({} if t_grid is None else dict(grid=[])))
     loss.setup(s_shapes, t_shapes, s_model or _Fake(), t_model or _Fake())
-    sf = dict(feats=s_feats, grid=s_grid if s_grid is not None else [])
-    tf = dict(feats=t_feats, grid=t_grid if t_grid is not None else [])
     return loss, sf, tf
 
 

@@ -71,9 +71,10 @@ def markdown(results: List[Tuple[str, dict]], command: str) -> str:
     for name, r in results:
         m, tm = r['main'], r['main']['times_ms']
         share = sum(row['ms'] for row in r['methods'])
+        extra = r['params']['extra_trainable']
         out.append(f"| {name} | {method_label(r)} | {cell(tm, 'student')} | "
                    f"{cell(tm, 'teacher')} | {m['floor_ms']:.0f} | {cell(tm, 'distill')} | "
-                   f"{m['overhead_ratio']:.3f} | {share:.1f} | {r['params']['extra_trainable']:,} |")
+                   f"{m['overhead_ratio']:.3f} | {share:.1f} | {extra:,} |")
     out += ['', '## Memory', '',
             '*saved for backward* counts the tensors autograd keeps between forward and backward '
             '(exact, from saved-tensor hooks). The teacher runs under no_grad, so its column is 0 '

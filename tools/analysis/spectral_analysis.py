@@ -50,13 +50,12 @@ import textwrap
 import numpy as np
 import torch
 import torch.nn.functional as F
+from mmengine.config import DictAction
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)  # run from a checkout without installing
 
 import mmkd_ext  # noqa: E402,F401
-from mmengine.config import DictAction  # noqa: E402
-
 from mmkd_ext.analysis.spectral import (analyse_model, default_num_layers,  # noqa: E402
                                         find_layers, pair_layers, propose_layers)
 

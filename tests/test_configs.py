@@ -104,9 +104,10 @@ def tiny_dataset(dataset, image_folder, factor):
                 if key in t:
                     t[key] = _scaled(t[key], factor)
         return dict(type='CustomDataset', data_root=image_folder, with_label=True,
-                    pipeline=pipeline)
+                    pipeline=pipeline, serialize_data=False)
     if kind == 'DigitsDataset':
-        return dict(dataset, indices=2)
+        # (serialize_data=False: serialising two images calls gc.collect(), a second each here)
+        return dict(dataset, indices=2, serialize_data=False)
     raise AssertionError(f'tests/test_configs.py does not know how to make tiny data for a '
                          f'{dataset.type} dataset: add it to tiny_dataset().')
 
@@ -164,6 +165,8 @@ def shrink(model, factor):
         width = _width(arch['embed_dims'])
         bb.arch = dict(embed_dims=width, depths=arch['depths'], num_heads=[1, 2, 4, 8])
         model.head.in_channels = 8 * width
+        # Windows scale with the image: the same number of windows in every stage.
+        bb.window_size = _scaled(bb.get('window_size', 7), factor)
     elif kind in ('ResNet', 'ResNet_CIFAR') and bb.get('base_channels', 64) <= 32:
         return model  # the digits demo: already tiny
     else:

@@ -74,6 +74,24 @@ def test_user_config_inherits_a_packaged_config(tmp_path):
             sum(p.numel() for p in student.parameters()))
 
 
+def test_user_config_inherits_an_imagenet_recipe(tmp_path):
+    """The ViTKD recipe, inherited whole: its data, schedule and runtime come from mmpretrain."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    user = tmp_path / 'my_vitkd.py'
+    user.write_text("_base_ = ['mmkd_ext::vitkd/deit-s_vitkd_deit-t_4xb256-300e_in1k.py']\n"
+                    'model = dict(teacher_checkpoint=None)\n'
+                    'train_dataloader = dict(batch_size=128)\n')
+    cfg = Config.fromfile(str(user))
+    assert cfg.train_dataloader.batch_size == 128
+    assert cfg.train_dataloader.dataset.type == 'ImageNet'
+    # What mmpretrain's base config defines keeps mmpretrain's scope; the model is ours.
+    assert cfg.val_evaluator._scope_ == 'mmpretrain' and cfg.model._scope_ == 'mmkd_ext'
+    init_default_scope(cfg.default_scope)
+    model = MODELS.build(cfg.model)
+    assert [type(m).__name__ for m in model.methods] == ['ViTKDLoss']
+
+
 def test_packaged_train_tool_trains_the_user_config(tmp_path):
     """What `mim train mmkd_ext my_kd.py` runs: the packaged tools/train.py, from elsewhere."""
     _user_project(tmp_path)

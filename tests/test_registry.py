@@ -23,8 +23,8 @@ def default_scope(request, monkeypatch):
         monkeypatch.setattr(DefaultScope, 'get_current_instance', classmethod(lambda cls: None))
         yield None
     else:
-        __import__({'mmseg': 'mmseg.models', 'mmdet': 'mmdet.models'}.get(scope,
-                                                                         'mmpretrain.models'))
+        # (registers the package's modules, as its configs' custom imports would)
+        __import__(dict(mmseg='mmseg.models', mmdet='mmdet.models').get(scope, 'mmpretrain.models'))
         with DefaultScope.overwrite_default_scope(scope):
             assert DefaultScope.get_current_instance().scope_name == scope
             yield scope

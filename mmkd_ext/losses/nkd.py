@@ -1,4 +1,4 @@
-"""NKD (Yang et al., ICCV 2023): normalized KD, a target term and a re-normalised non-target term."""
+"""NKD (Yang et al., ICCV 2023): normalized KD, a target term and a renormalised non-target term."""
 import torch.nn.functional as F
 
 from mmkd_ext.registry import MODELS

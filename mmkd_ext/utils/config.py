@@ -76,3 +76,16 @@ def load_config(config: Union[str, Config], cfg_options: Optional[dict] = None,
             import_modules_from_strings(**cfg.custom_imports)
         init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     return cfg
+
+
+def register_config_package() -> None:
+    """Let MMEngine's ``Config`` read ``mmkd_ext::FOLDER/CONFIG.py`` (e.g. in a user's ``_base_``).
+
+    MMEngine 0.10 reads ``package::path`` only for packages in its ``MODULE2PACKAGE`` table and
+    locates them through pkg_resources, which for an editable (PEP 660) install answers
+    site-packages, where mmkd_ext is not. The module ``mmkd_ext.version`` is no distribution's name,
+    so MMEngine finds it with importlib: its directory is the package's own, the one holding
+    ``.mim/configs``. Nothing is installed on the way.
+    """
+    from mmengine.config.utils import MODULE2PACKAGE
+    MODULE2PACKAGE.setdefault('mmkd_ext', 'mmkd_ext.version')

@@ -5,6 +5,7 @@ The teacher here is the demo's ResNet-18-w4 trained for 3 epochs on 512 digits (
 the first 60 test digits, a few seconds more than conftest's 1-epoch teacher, which is near chance):
 a check must tell a trained teacher from a broken one.
 """
+import json
 import os
 import os.path as osp
 import re
@@ -180,50 +181,62 @@ def test_hook_arguments_and_non_distiller(tmp_path):
         Runner.from_cfg(cfg).train()
 
 
-def run_test_tool(args):
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    return subprocess.run([sys.executable, 'tools/test.py'] + args, cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+@pytest.fixture(scope='module')
+def test_tool():
+    """tools/test.py as a module (its main(argv) returns the exit status)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('mmkd_tools_test',
+                                                  osp.join(ROOT, 'tools', 'test.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_test_tool_teacher(tmp_path, trained_teacher, broken_ckpt, teacher_top1):
+def test_test_tool_teacher_command(tmp_path, trained_teacher, teacher_top1):
+    # As a user runs it: python tools/test.py CONFIG --teacher --out FILE
     cfg = tiny_cfg(KD_CFG, tmp_path / 'work', n_val=N_VAL, teacher=TEACHER,
                    teacher_checkpoint=trained_teacher)
     cfg.custom_hooks = [dict(type='mmkd_ext.TeacherCheckHook', expected_top1=teacher_top1)]
     path = str(tmp_path / 'kd.py')
     cfg.dump(path)
-
     out = tmp_path / 'teacher.json'
-    proc = run_test_tool([path, '--teacher', '--out', str(out)])
+    proc = subprocess.run([sys.executable, 'tools/test.py', path, '--teacher', '--out', str(out)],
+                          cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS='1'),
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (f'teacher accuracy/top1: {teacher_top1:.2f}, expected {teacher_top1:.2f} '
             f'(tolerance 1.00): PASS') in proc.stdout
-    import json
     result = json.load(open(out))
     assert result['accuracy/top1'] == pytest.approx(teacher_top1, abs=1e-4)
     assert result['passed'] is True
 
+
+def test_test_tool_teacher_fails_and_refuses(tmp_path, test_tool, trained_teacher, broken_ckpt,
+                                             teacher_top1, capsys):
+    cfg = tiny_cfg(KD_CFG, tmp_path / 'work', n_val=N_VAL, teacher=TEACHER,
+                   teacher_checkpoint=trained_teacher)
+    cfg.custom_hooks = [dict(type='mmkd_ext.TeacherCheckHook', expected_top1=teacher_top1)]
+    path = str(tmp_path / 'kd.py')
+    cfg.dump(path)
     # Another teacher file through --cfg-options: the broken one fails, exit status 1.
-    proc = run_test_tool([path, '--teacher', '--cfg-options',
-                          f'model.teacher_checkpoint={broken_ckpt}'])
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert test_tool.main([path, '--teacher', '--cfg-options',
+                           f'model.teacher_checkpoint={broken_ckpt}']) == 1
     assert re.search(r'teacher accuracy/top1: [\d.]+, expected [\d.]+ \(tolerance 1.00\): FAIL',
-                     proc.stdout), proc.stdout
+                     capsys.readouterr().out)
+    # Wrong uses are refused (argparse: exit status 2) with a message that says what to do.
+    with pytest.raises(SystemExit) as err:
+        test_tool.parse_args([path, trained_teacher, '--teacher'])
+    assert err.value.code == 2 and 'model.teacher_checkpoint=FILE' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as err:
+        test_tool.parse_args([path])
+    assert err.value.code == 2 and '--teacher' in capsys.readouterr().err
+    # An empty CHECKPOINT (tools/dist_test.sh CONFIG "" GPUS --teacher) is no checkpoint.
+    assert test_tool.parse_args([path, '', '--teacher']).checkpoint is None
 
-    # Wrong uses are refused with a message that says what to do.
-    proc = run_test_tool([path, trained_teacher, '--teacher'])
-    assert proc.returncode == 2 and 'model.teacher_checkpoint=FILE' in proc.stderr
-    proc = run_test_tool([path])
-    assert proc.returncode == 2 and '--teacher' in proc.stderr
 
-
-def test_test_tool_teacher_main_without_hook(tmp_path, trained_teacher, teacher_top1, capsys):
-    # main() in process; a config without the hook prints the measured value only.
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('mmkd_tools_test', osp.join(ROOT, 'tools',
-                                                                            'test.py'))
-    test_tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(test_tool)
+def test_test_tool_teacher_without_hook(tmp_path, test_tool, trained_teacher, teacher_top1,
+                                        capsys):
+    # A config without the hook: the measured value only.
     cfg = tiny_cfg(KD_CFG, tmp_path / 'work', n_val=N_VAL, teacher=TEACHER,
                    teacher_checkpoint=trained_teacher)
     path = str(tmp_path / 'kd_nohook.py')

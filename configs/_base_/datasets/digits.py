@@ -22,6 +22,7 @@ val_dataloader = dict(
     dataset=dict(type=dataset_type, split='test', pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False),
 )
-val_evaluator = dict(type='Accuracy', topk=(1, ))
+# Scoped: a config inheriting this one through 'mmkd_ext::' resolves its types in mmkd_ext's scope.
+val_evaluator = dict(type='mmpretrain.Accuracy', topk=(1, ))
 test_dataloader = val_dataloader
 test_evaluator = val_evaluator

@@ -10,8 +10,8 @@ from mmkd_ext.registry import MODELS
 
 @MODELS.register_module()
 class TrainableDeiTClsHead(DeiTClsHead):
-    """mmpretrain's :class:`DeiTClsHead` (class head ``layers.head`` on the class token, distillation
-    head ``layers.head_dist`` on the distillation token), trainable as DeiT trains it.
+    """mmpretrain's :class:`DeiTClsHead` (class head ``layers.head`` on the class token,
+    distillation head ``layers.head_dist`` on the distillation token), trainable as DeiT trains it.
 
     mmpretrain's head warns that it cannot be trained: its ``loss`` applies the label to the
     average of the two heads. DeiT (Touvron et al., 2021) instead trains the class head on the true

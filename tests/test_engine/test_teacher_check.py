@@ -140,6 +140,23 @@ def test_expected_value_above_the_tolerance_fails(tmp_path, trained_teacher, tea
     assert runner.iter == 0
 
 
+def test_check_sees_the_teachers_input_as_training_does(tmp_path, trained_teacher, teacher_top1):
+    # A student normalised otherwise (x / 255 instead of (x - 78) / 96): the distiller converts its
+    # batch back for the teacher, in training and in the check, which so measures the teacher's
+    # own accuracy.
+    from mmengine.runner import Runner
+    from mmkd_ext.utils.config import load_model_config
+    student = load_model_config(STUDENT_CFG)
+    student.data_preprocessor.update(mean=[0.0], std=[255.0])
+    cfg = tiny_cfg(KD_CFG, tmp_path, n_train=32, n_val=N_VAL, teacher=TEACHER,
+                   teacher_checkpoint=trained_teacher, student=student)
+    cfg.custom_hooks = [dict(type='mmkd_ext.TeacherCheckHook', expected_top1=teacher_top1)]
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    check = [h for h in runner.hooks if type(h).__name__ == 'TeacherCheckHook'][0]
+    assert check.result == pytest.approx(teacher_top1, abs=1e-4)
+
+
 def test_resumed_run_skips_the_check(tmp_path, trained_teacher, teacher_top1):
     from mmengine.runner import Runner
     from mmkd_ext.engine.hooks import TeacherCheckError

@@ -10,8 +10,8 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = osp.join(ROOT, 'configs', 'demo')
 TEACHER_CFG = osp.join(DEMO, 'resnet18-w32_1xb64-10e_digits.py')
-STUDENT_CFG = osp.join(DEMO, 'resnet18-w4_1xb64-10e_digits.py')
-KD_CFG = osp.join(DEMO, 'r18w32_kd_r18w4_1xb64-10e_digits.py')
+STUDENT_CFG = osp.join(DEMO, 'resnet18-w4_1xb64-80e_digits-150.py')
+KD_CFG = osp.join(DEMO, 'r18w32_kd_r18w4_1xb64-80e_digits-150.py')
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

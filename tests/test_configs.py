@@ -1,29 +1,32 @@
-"""Every runnable config in configs/ trains one step with the real Runner on tiny data.
+"""Every config in configs/ builds its models and trains one step on tiny data.
 
-Configs are found by glob (a new folder is covered without editing this file). A config is runnable
-when it defines ``model``, ``train_dataloader``, ``train_cfg`` and ``optim_wrapper``; the others
-(model definitions that distillation configs name as teacher or student) must live in a
-``models/`` folder. Each runnable config is run as written, except that the test
+Configs are found by glob (a new folder is covered without editing this file). Those in a
+``models/`` folder are model definitions (what distillation configs name as teacher or student):
+each is built and takes one ``train_step``. Every other config must be runnable (``model``,
+``train_dataloader``, ``train_cfg``, ``optim_wrapper``), be named after its recipe, and trains one
+step with the real Runner, as written except that the test
 
 - replaces image-file datasets (ImageNet) by two real photos (scikit-learn's sample images) in
   mmpretrain's folder layout, read through the config's own train and test pipelines at 64 px
-  instead of 224 (the sizes in the transforms, the backbones' ``img_size`` and the distiller's
-  ``input_shape`` scaled alike), and slices the digits to two images;
+  instead of 224 (the sizes in the transforms, the backbones' ``img_size`` and Swin windows, and
+  the distiller's ``input_shape`` scaled alike), and slices the digits to two images;
 - shrinks transformer widths about 12 times (depths, patch sizes and module paths are kept, so
   every tap exists) and swaps timm teachers for the smallest model of their family;
 - drops the teacher checkpoint (no downloads) and stops after one step (one epoch of one batch),
-  validation off;
+  validation off; the config's optimizer, LR schedule, hooks (EMA...) and batch augments run;
 - keeps TeacherCheckHook but without its expected accuracy (a random teacher would fail it): it
   still evaluates the teacher on the two validation images before the step.
 
-The step must give finite loss terms (one per method), gradient into the student and changed
-student (and method) parameters, and leave the teacher untouched.
+The step must give finite loss terms (one per method), gradient to every trained parameter (as
+DDP needs) and to the student, updated parameters, and leave the teacher untouched.
 """
 import copy
+import functools
 import glob
 import math
 import os
 import os.path as osp
+import re
 import time
 
 import pytest
@@ -52,24 +55,39 @@ def _all_configs():
     return sorted(p for p in paths if '_base_' not in osp.relpath(p, CONFIG_DIR).split(os.sep))
 
 
-def _is_runnable(path):
-    cfg = Config.fromfile(path)
-    return all(cfg.get(k) is not None for k in TRAIN_KEYS)
+def _in_models_folder(path):
+    return osp.basename(osp.dirname(path)) == 'models'
 
 
 ALL_CONFIGS = _all_configs()
-RUNNABLE = [p for p in ALL_CONFIGS if _is_runnable(p)]
+RUNNABLE = [p for p in ALL_CONFIGS if not _in_models_folder(p)]
+MODEL_DEFS = [p for p in ALL_CONFIGS if _in_models_folder(p)]
+_rel = functools.partial(osp.relpath, start=CONFIG_DIR)
 
 
-def test_configs_are_found_and_fragments_live_in_models_folders():
-    assert len(RUNNABLE) >= 10, RUNNABLE
+def test_configs_are_found():
+    assert len(RUNNABLE) >= 10 and MODEL_DEFS, (RUNNABLE, MODEL_DEFS)
     for folder in ('demo', 'vitkd', 'kd', 'spectralkd'):
-        assert any(osp.relpath(p, CONFIG_DIR).startswith(folder + os.sep) for p in RUNNABLE)
-    for path in sorted(set(ALL_CONFIGS) - set(RUNNABLE)):
-        rel = osp.relpath(path, CONFIG_DIR)
-        assert osp.basename(osp.dirname(path)) == 'models', (
-            f'{rel} lacks one of {TRAIN_KEYS}: a config outside a models/ folder must be runnable')
-        assert 'model' in Config.fromfile(path), f'{rel}: a model definition without `model`'
+        assert any(_rel(p).startswith(folder + os.sep) for p in RUNNABLE), folder
+
+
+@pytest.mark.parametrize('path', RUNNABLE, ids=_rel)
+def test_config_name_matches_its_recipe(path):
+    """A runnable config has what a training run needs, and its name's ``{gpus}xb{batch}-{epochs}e``
+    is its recipe; a distillation config names its teacher's weights."""
+    cfg = Config.fromfile(path)
+    missing = [k for k in TRAIN_KEYS if cfg.get(k) is None]
+    assert not missing, (f'{_rel(path)} lacks {missing}: a config outside a models/ folder must be '
+                         f'runnable; model definitions go into a models/ folder')
+    found = re.search(r'_(\d+)xb(\d+)-(\d+)e_', osp.basename(path))
+    assert found, f'{_rel(path)}: name without _{{gpus}}xb{{batch}}-{{epochs}}e_'
+    gpus, batch, epochs = map(int, found.groups())
+    assert cfg.train_dataloader.batch_size == batch
+    assert cfg.train_cfg.max_epochs == epochs
+    if cfg.get('auto_scale_lr'):
+        assert cfg.auto_scale_lr.base_batch_size == gpus * batch
+    if cfg.model.type.split('.')[-1] == 'Distiller':
+        assert cfg.model.teacher_checkpoint, 'a distillation config without teacher weights'
 
 
 # ------------------------------------------------------------------------------- tiny data
@@ -242,7 +260,7 @@ class StepProbe(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         for h in self.handles:
             h.remove()
-        self.outputs = {k: float(v) for k, v in outputs.items()}
+        self.outputs = {k: float(torch.as_tensor(v).detach()) for k, v in outputs.items()}
         self.changed = {k for k, p in self.trained.items() if not torch.equal(p, self.before[k])}
         runner.train_loop.stop_training = True  # one step (the epoch of two images is one batch)
 
@@ -255,7 +273,7 @@ def fast_config_text(monkeypatch):
                         property(lambda self: '# not formatted in tests/test_configs.py\n'))
 
 
-@pytest.mark.parametrize('path', RUNNABLE, ids=lambda p: osp.relpath(p, CONFIG_DIR))
+@pytest.mark.parametrize('path', RUNNABLE, ids=_rel)
 def test_config_trains_one_step(path, tmp_path, image_folder, fast_config_text):
     cfg = tiny_config(path, tmp_path, image_folder)
     runner = Runner.from_cfg(cfg)
@@ -268,16 +286,18 @@ def test_config_trains_one_step(path, tmp_path, image_folder, fast_config_text):
     assert 'loss' in log and all(math.isfinite(v) for v in log.values()), log
     for method in getattr(model, 'methods', []):
         assert any(k.startswith(f'loss_{method.name}') for k in log), (method.name, list(log))
-    # Gradient reached the student (and every method parameter), finite, and the step moved them.
-    assert probe.grads, 'no gradient reached the trained parameters'
+    # Every trained parameter (student's and methods') takes part in the loss, as DDP requires
+    # unless the config sets find_unused_parameters; gradients are finite, not all zero, and the
+    # step moved every parameter that had one.
+    if not cfg.get('model_wrapper_cfg', {}).get('find_unused_parameters', False):
+        unused = sorted(set(probe.trained) - set(probe.grads))
+        assert not unused, f'parameters outside the loss (DDP fails on them): {unused}'
     assert all(torch.isfinite(g).all() for g in probe.grads.values())
-    student = [k for k in probe.trained if not k.startswith('methods.')]
-    assert any(probe.grads.get(k) is not None and probe.grads[k].abs().sum() > 0 for k in student)
-    for k in probe.trained:
-        if k.startswith('methods.'):
-            assert k in probe.grads and probe.grads[k].abs().sum() > 0, f'no gradient in {k}'
-    moved = {k for k in probe.grads if probe.grads[k].abs().sum() > 0}
-    assert moved <= probe.changed, f'not updated despite gradient: {sorted(moved - probe.changed)}'
+    nonzero = {k for k, g in probe.grads.items() if g.abs().sum() > 0}
+    assert any(not k.startswith('methods.') for k in nonzero), 'no gradient reached the student'
+    if any(k.startswith('methods.') for k in probe.trained):
+        assert any(k.startswith('methods.') for k in nonzero), 'no gradient in the methods'
+    assert nonzero <= probe.changed, f'not updated despite gradient: {nonzero - probe.changed}'
     # The teacher (weights and BN statistics) is untouched and gets no gradient.
     teacher = getattr(model, 'teacher', None)
     if teacher is not None:
@@ -291,3 +311,28 @@ def test_config_trains_one_step(path, tmp_path, image_folder, fast_config_text):
     for hook in runner.hooks:
         if type(hook).__name__ == 'TeacherCheckHook':
             assert isinstance(hook.result, float), 'TeacherCheckHook did not evaluate the teacher'
+
+
+# ------------------------------------------------------------------------------- models/ folders
+@pytest.mark.parametrize('path', MODEL_DEFS, ids=_rel)
+def test_model_definition_builds_and_trains_one_step(path):
+    """A model definition (what distillation configs name as teacher or student) builds, shrunk
+    like the others, and one ``train_step`` with its config's optimizer (AdamW where it has
+    none) gives a finite loss and moves its parameters."""
+    from mmengine.optim import build_optim_wrapper
+    from mmpretrain.structures import DataSample
+
+    from mmkd_ext.distillers.builder import build_model
+    cfg = Config.fromfile(path)
+    size = cfg.model.get('backbone', {}).get('img_size', 224)
+    model = build_model(shrink(load_model_config(path), IMG / size))
+    optim = build_optim_wrapper(model, cfg.get('optim_wrapper') or dict(
+        optimizer=dict(type='AdamW', lr=1e-3)))
+    data = dict(inputs=[torch.randint(0, 256, (3, IMG, IMG), dtype=torch.uint8) for _ in range(2)],
+                data_samples=[DataSample().set_gt_label(i) for i in range(2)])
+    before = {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
+    model.train()
+    log = model.train_step(data, optim)
+    assert log and all(math.isfinite(float(v)) for v in log.values()), log
+    after = dict(model.named_parameters())
+    assert any(not torch.equal(v, after[k]) for k, v in before.items())

@@ -62,7 +62,7 @@ def test_export_and_test_tools(tmp_path, teacher_ckpt):
                str(tmp_path / 'student.pth')])
     assert 'student tensors' in out
     # The exported student, evaluated with the student's own config.
-    student_cfg = tiny_cfg(osp.join(ROOT, 'configs/demo/resnet18-w4_1xb64-10e_digits.py'),
+    student_cfg = tiny_cfg(osp.join(ROOT, 'configs/demo/resnet18-w4_1xb64-80e_digits-150.py'),
                            tmp_path / 's')
     student_cfg.dump(str(tmp_path / 'student_cfg.py'))
     run([sys.executable, 'tools/test.py', str(tmp_path / 'student_cfg.py'),

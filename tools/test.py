@@ -17,6 +17,8 @@ import json
 import os
 import sys
 
+from mmengine.dist import is_main_process
+
 import mmkd_ext  # noqa: F401
 from mmkd_ext.apis import DictAction, build_runner, is_distiller, load_config
 from mmkd_ext.engine.hooks import TeacherCheckError, evaluate_teacher, teacher_verdict
@@ -82,6 +84,8 @@ def test_teacher(args) -> int:
         verdict = teacher_verdict(float(metrics['accuracy/top1']), None, 0.0)
     metrics = {k: float(v) for k, v in metrics.items()}
     runner.logger.info(f'Teacher metrics: {metrics}')
+    if not is_main_process():  # every rank has the gathered metrics; one prints and writes them
+        return status
     print(verdict or f'teacher metrics: {metrics}')
     if args.out:
         with open(args.out, 'w') as f:

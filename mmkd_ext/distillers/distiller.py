@@ -336,10 +336,17 @@ class Distiller(BaseModel):
 
     # ----------------------------------------------------------------------------- checkpoints
     def get_extra_state(self):
-        # Saved with the student in every checkpoint: which teacher this run distils from.
-        return dict(teacher_fingerprint=self.teacher_fingerprint)
+        # Saved with the student in every checkpoint: which teacher this run distils from. A tensor
+        # (JSON bytes), since MMEngine broadcasts every state-dict entry in distributed runs.
+        data = json.dumps(dict(teacher_fingerprint=self.teacher_fingerprint)).encode()
+        return torch.tensor(list(data), dtype=torch.uint8)
 
     def set_extra_state(self, state):
+        if torch.is_tensor(state) and state.dtype == torch.uint8:
+            try:
+                state = json.loads(bytes(state.tolist()).decode())
+            except ValueError:
+                return
         if isinstance(state, dict):
             self._loaded_fingerprint = state.get('teacher_fingerprint')
 

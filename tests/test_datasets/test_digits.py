@@ -93,27 +93,26 @@ DEMO_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'demo', '*.py')))
 
 @pytest.mark.parametrize('path', DEMO_CONFIGS, ids=osp.basename)
 def test_demo_config_names_state_their_data(path):
-    """`..._digits-300.py` trains on 300 labelled images, `..._digits.py` on all 1,347; every
-    image reaching the model has the side the model was built for."""
-    from mmkd_ext.registry import DATASETS
+    """`..._digits-300.py` trains on 300 labelled images, `..._digits.py` on all 1,347,
+    `..._digits-16px.py` on images upscaled to 16x16; the model is built for that side."""
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import DATASETS
     from mmkd_ext.utils.config import load_model_config
+    init_default_scope('mmpretrain')
     cfg = Config.fromfile(path)
-    match = re.search(r'_digits(?:-(\d+))?\.py$', path)
-    assert match, 'demo configs are named ..._digits.py or ..._digits-N.py'
+    match = re.search(r'_digits(?:-(\d+))?(?:-(\d+)px)?\.py$', path)
+    assert match, 'demo configs are named ..._digits[-N][-Spx].py'
+    side = int(match.group(2) or 8)
     train = DATASETS.build(cfg.train_dataloader.dataset)
     assert len(train) == int(match.group(1) or 1347)
     test = DATASETS.build(cfg.test_dataloader.dataset)
     assert len(test) == 450
-    model = cfg.model
-    if model.type == 'mmkd_ext.Distiller':
-        side = model.input_shape[-1]
-        for role in ('student', 'teacher'):
-            built = load_model_config(model[role])
-            if 'img_size' in built.backbone:
-                assert built.backbone.img_size == side
-    elif 'img_size' in model.backbone:
-        side = model.backbone.img_size
-    else:
-        side = 8
     for ds in (train, test):
         assert ds[0]['inputs'].shape == (1, side, side)
+    model = cfg.model
+    models = [model]
+    if model.type == 'mmkd_ext.Distiller':
+        assert tuple(model.input_shape) == (1, side, side)
+        models = [load_model_config(model[role]) for role in ('student', 'teacher')]
+    for m in models:
+        assert m.backbone.get('img_size', side) == side

@@ -1,13 +1,13 @@
-"""Convert a timm DeiT III checkpoint into one for ImageClassifier(backbone=mmkd_ext.DeiT3,
-head=VisionTransformerClsHead).
+"""Convert a timm DeiT III checkpoint into the keys of mmpretrain's DeiT3 checkpoints.
 
     python tools/model_converters/timm_deit3_to_mmkd.py SRC.pth DST.pth
 
 SRC: a timm ``deit3_*`` state dict or an original facebookresearch/deit DeiT III checkpoint (the
-weights under ``model``, or the bare state dict). DST: ``{'state_dict': ...}`` with the keys of
-mmpretrain's DeiT3 checkpoints (see ``mmkd_ext.models.backbones.deit3.convert_timm_deit3``), loadable
-as ``teacher_checkpoint`` or with ``load_from``. OpenMMLab's published DeiT3 checkpoints need no
-conversion. Only tensors are read (safe ``torch.load``).
+weights under ``model``, or the bare state dict). DST: ``{'state_dict': ...}`` for
+``ImageClassifier(backbone=mmkd_ext.DeiT3, head=VisionTransformerClsHead)``, with the keys of
+mmpretrain's DeiT3 checkpoints (see ``mmkd_ext.models.backbones.deit3.convert_timm_deit3``),
+loadable as ``teacher_checkpoint`` or with ``load_from``. OpenMMLab's published DeiT3 checkpoints
+need no conversion. Only tensors are read (safe ``torch.load``).
 """
 import argparse
 import os

@@ -1,4 +1,4 @@
-# AdamW + cosine for the ViTs of the digits demo, 10 epochs (21 iterations each at batch 64).
+# AdamW + cosine for the ViT teacher of the digits demo, 40 epochs (21 iterations each at batch 64).
 # Small ViTs train badly with SGD; this is DeiT's optimiser at a demo's scale.
 optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05, betas=(0.9, 0.999)),
@@ -10,10 +10,10 @@ optim_wrapper = dict(
 )
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=1, end=10, eta_min=1e-5,
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=1, end=40, eta_min=1e-5,
          convert_to_iter_based=True),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=10, val_interval=10)
+train_cfg = dict(by_epoch=True, max_epochs=40, val_interval=40)
 val_cfg = dict()
 test_cfg = dict()
 auto_scale_lr = dict(base_batch_size=64)

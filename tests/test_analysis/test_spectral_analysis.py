@@ -287,3 +287,17 @@ def test_bad_data_arguments_are_clear_errors(tmp_path, capsys):
     (tmp_path / 'empty').mkdir()
     with pytest.raises(FileNotFoundError, match='No image file'):
         tool.main([path, '--data', str(tmp_path / 'empty'), '--out-dir', str(tmp_path / 'out')])
+
+
+def test_pair_layers_gives_the_papers_cait_to_deit_pairing():
+    from mmkd_ext.analysis.spectral import pair_layers
+    # SpectralKD's CaiT-S24 (24 blocks) -> DeiT-T (12): teacher blocks 0, 1 and 18-23 are taught
+    # to student blocks 0, 1 and 6-11 (configs/spectralkd, the paper's choice).
+    teacher = [0, 1, 18, 19, 20, 21, 22, 23]
+    assert pair_layers(teacher, 24, 12) == [(0, 0), (1, 1)] + [(s, s + 12) for s in range(6, 12)]
+    # Same depth: identity; second-half layers count from the end; two teacher layers landing on
+    # one student layer keep the first.
+    assert pair_layers([2, 5], 6, 6) == [(2, 2), (5, 5)]
+    assert pair_layers([0, 9], 10, 3) == [(0, 0), (2, 9)]
+    assert pair_layers([1, 9], 10, 2) == [(1, 1)]  # 9 -> student 1, already taken by 1
+    assert pair_layers([0, 3], 4, 2) == [(0, 0), (1, 3)]

@@ -101,7 +101,7 @@ def kd_runner(work, ckpt, hook=None, **kw):
 
 def test_right_teacher_passes_and_training_proceeds(tmp_path, trained_teacher, teacher_top1):
     # The teacher is trained (10 classes: chance is 10 %).
-    assert teacher_top1 > 60, teacher_top1
+    assert teacher_top1 > 40, teacher_top1
     _, runner = kd_runner(tmp_path, trained_teacher,
                           dict(type='mmkd_ext.TeacherCheckHook', expected_top1=teacher_top1 + 0.5,
                                tolerance=1.0))

@@ -95,8 +95,8 @@ if __name__ == '__main__':
             'Programming Language :: Python :: 3.11',
             'Topic :: Scientific/Engineering :: Artificial Intelligence',
         ],
-        packages=find_packages(exclude=('configs', 'configs.*', 'tools', 'tools.*', 'tests',
-                                        'tests.*')),
+        packages=find_packages(
+            exclude=('configs', 'configs.*', 'tools', 'tools.*', 'tests', 'tests.*')),
         # The .mim tree (configs, tools, model-index.yml): see add_mim_extension and MANIFEST.in.
         include_package_data=True,
         python_requires='>=3.8',

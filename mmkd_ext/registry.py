@@ -12,6 +12,7 @@ from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
+
 class ScopedRegistry(Registry):
     """A registry whose ``build`` finds its own classes whatever the default scope.
 
@@ -35,8 +36,10 @@ MODELS = ScopedRegistry(
     'model',
     parent=MMENGINE_MODELS,
     scope='mmkd_ext',
-    locations=['mmkd_ext.distillers', 'mmkd_ext.losses', 'mmkd_ext.models', 'mmkd_ext.projectors',
-               'mmkd_ext.generators'])
+    locations=[
+        'mmkd_ext.distillers', 'mmkd_ext.losses', 'mmkd_ext.models', 'mmkd_ext.projectors',
+        'mmkd_ext.generators'
+    ])
 
 DATASETS = Registry(
     'dataset', parent=MMENGINE_DATASETS, scope='mmkd_ext', locations=['mmkd_ext.datasets'])

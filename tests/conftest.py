@@ -1,7 +1,5 @@
-import copy
 import os
 import os.path as osp
-import sys
 import time
 
 import pytest
@@ -44,6 +42,7 @@ def tiny_cfg(config, work_dir, max_epochs=1, n_train=128, n_val=60, augment=True
 def teacher_ckpt(tmp_path_factory):
     """A teacher checkpoint written by a real 1-epoch Runner training of the demo teacher."""
     from mmengine.runner import Runner
+
     import mmkd_ext  # noqa: F401
     work = tmp_path_factory.mktemp('teacher')
     runner = Runner.from_cfg(tiny_cfg(TEACHER_CFG, work, n_train=256))

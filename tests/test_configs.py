@@ -31,6 +31,7 @@ import time
 
 import pytest
 import torch
+from conftest import ROOT
 from mmengine.config import Config, ConfigDict
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -39,7 +40,6 @@ from mmengine.runner import Runner
 
 import mmkd_ext  # noqa: F401
 from mmkd_ext.utils.config import load_model_config
-from conftest import ROOT
 
 CONFIG_DIR = osp.join(ROOT, 'configs')
 TRAIN_KEYS = ('model', 'train_dataloader', 'train_cfg', 'optim_wrapper')
@@ -121,8 +121,12 @@ def tiny_dataset(dataset, image_folder, factor):
             for key in SIZE_KEYS:
                 if key in t:
                     t[key] = _scaled(t[key], factor)
-        return dict(type='CustomDataset', data_root=image_folder, with_label=True,
-                    pipeline=pipeline, serialize_data=False)
+        return dict(
+            type='CustomDataset',
+            data_root=image_folder,
+            with_label=True,
+            pipeline=pipeline,
+            serialize_data=False)
     if kind == 'DigitsDataset':
         # (serialize_data=False: serialising two images calls gc.collect(), a second each here)
         return dict(dataset, indices=2, serialize_data=False)
@@ -205,8 +209,8 @@ def tiny_config(path, work_dir, image_folder):
     distiller = m.type.split('.')[-1] == 'Distiller'
     # File datasets (ImageNet): IMG-px images in place of the configured size (224).
     files = cfg.train_dataloader.dataset.type.split('.')[-1] in FILE_DATASETS
-    size = (m.input_shape[-1] if distiller else
-            m.get('backbone', {}).get('img_size', 224)) if files else None
+    size = (m.input_shape[-1]
+            if distiller else m.get('backbone', {}).get('img_size', 224)) if files else None
     factor = IMG / (size if isinstance(size, int) else size[-1]) if files else 1.0
     cfg.train_dataloader = tiny_loader(cfg.train_dataloader, image_folder, factor)
     for split in ('val', 'test'):
@@ -223,8 +227,7 @@ def tiny_config(path, work_dir, image_folder):
         m.student = shrink(load_model_config(m.student), factor)
         m.teacher = shrink(load_model_config(m.teacher), factor)
         m.teacher_checkpoint = None
-        m.input_shape = tuple(m.input_shape[:-2]) + tuple(_scaled(list(m.input_shape[-2:]),
-                                                                  factor))
+        m.input_shape = tuple(m.input_shape[:-2]) + tuple(_scaled(list(m.input_shape[-2:]), factor))
     else:
         cfg.model = shrink(m, factor)
     return cfg
@@ -249,12 +252,15 @@ class StepProbe(Hook):
         self.handles = [p.register_hook(self._grad_hook(k)) for k, p in self.trained.items()]
         teacher = getattr(model, 'teacher', None)
         self.teacher_before = None if teacher is None else {
-            k: v.clone() for k, v in teacher.state_dict().items()}
+            k: v.clone()
+            for k, v in teacher.state_dict().items()
+        }
 
     def _grad_hook(self, name):
 
         def hook(grad):
             self.grads[name] = grad.detach().clone()
+
         return hook
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
@@ -326,10 +332,12 @@ def test_model_definition_builds_and_trains_one_step(path):
     cfg = Config.fromfile(path)
     size = cfg.model.get('backbone', {}).get('img_size', 224)
     model = build_model(shrink(load_model_config(path), IMG / size))
-    optim = build_optim_wrapper(model, cfg.get('optim_wrapper') or dict(
-        optimizer=dict(type='AdamW', lr=1e-3)))
-    data = dict(inputs=[torch.randint(0, 256, (3, IMG, IMG), dtype=torch.uint8) for _ in range(2)],
-                data_samples=[DataSample().set_gt_label(i) for i in range(2)])
+    optim = build_optim_wrapper(
+        model,
+        cfg.get('optim_wrapper') or dict(optimizer=dict(type='AdamW', lr=1e-3)))
+    data = dict(
+        inputs=[torch.randint(0, 256, (3, IMG, IMG), dtype=torch.uint8) for _ in range(2)],
+        data_samples=[DataSample().set_gt_label(i) for i in range(2)])
     before = {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
     model.train()
     log = model.train_step(data, optim)

@@ -20,8 +20,8 @@ KD_REL = osp.relpath(KD_CFG, CONFIGS)  # e.g. demo/<the KD demo config>.py
 
 
 def test_mim_tree_holds_configs_tools_and_index():
-    rel = sorted(osp.relpath(p, CONFIGS)
-                 for p in glob.glob(osp.join(CONFIGS, '**', '*.py'), recursive=True))
+    rel = sorted(
+        osp.relpath(p, CONFIGS) for p in glob.glob(osp.join(CONFIGS, '**', '*.py'), recursive=True))
     assert len(rel) > 10
     for r in rel:
         packaged = package_config_path(f'mmkd_ext::{r}')
@@ -37,7 +37,8 @@ def test_mim_tree_holds_configs_tools_and_index():
 def _user_project(tmp_path):
     """A user's config in a directory of its own, inheriting the KD demo from the package."""
     cfg = tmp_path / 'my_kd.py'
-    cfg.write_text(textwrap.dedent(f"""\
+    cfg.write_text(
+        textwrap.dedent(f"""\
         _base_ = ['mmkd_ext::{KD_REL}']
         model = dict(teacher_checkpoint=None)  # no teacher trained here: it keeps its init
         train_dataloader = dict(batch_size=32, dataset=dict(indices=64))
@@ -51,8 +52,8 @@ def _user_project(tmp_path):
 
 
 def _run(args, cwd):
-    proc = subprocess.run([sys.executable] + args, cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable] + args, cwd=cwd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc.stdout
 
@@ -70,8 +71,9 @@ def test_user_config_inherits_a_packaged_config(tmp_path):
     # The student is the demo's, as its config in the checkout builds it.
     student_cfg = Config.fromfile(osp.join(osp.dirname(KD_CFG), osp.basename(cfg.model.student)))
     student = MODELS.build(student_cfg.model)
-    assert (sum(p.numel() for p in model.student.parameters()) ==
-            sum(p.numel() for p in student.parameters()))
+    assert (sum(p.numel()
+                for p in model.student.parameters()) == sum(p.numel()
+                                                            for p in student.parameters()))
 
 
 def test_user_config_inherits_an_imagenet_recipe(tmp_path):

@@ -89,10 +89,12 @@ def test_scope_key_to_another_package_does_not_find_our_names():
 def test_unknown_names_fall_through_to_the_default_scope_and_the_root():
     from mmpretrain.models import ImageClassifier
     with DefaultScope.overwrite_default_scope('mmpretrain'):
-        model = MODELS.build(dict(
-            type='ImageClassifier', backbone=dict(type='ResNet', depth=18, base_channels=4),
-            neck=dict(type='GlobalAveragePooling'),
-            head=dict(type='LinearClsHead', num_classes=3, in_channels=32)))
+        model = MODELS.build(
+            dict(
+                type='ImageClassifier',
+                backbone=dict(type='ResNet', depth=18, base_channels=4),
+                neck=dict(type='GlobalAveragePooling'),
+                head=dict(type='LinearClsHead', num_classes=3, in_channels=32)))
         assert type(model) is ImageClassifier
     # A type of MMEngine's root registry, from mmkd_ext's own scope.
     with DefaultScope.overwrite_default_scope('mmkd_ext'):
@@ -103,11 +105,13 @@ def test_unknown_names_fall_through_to_the_default_scope_and_the_root():
 
 def test_hooks_and_datasets_in_the_mmkd_ext_scope(default_scope):
     from mmengine.hooks import CheckpointHook
+
     from mmkd_ext.datasets import DigitsDataset
+
     # Our HOOKS is scoped like MODELS; a parent's hook is still found.
     assert type(HOOKS.build(dict(type='CheckpointHook'))) is CheckpointHook
     assert type(ROOT_HOOKS.build(dict(type='mmengine.CheckpointHook'))) is CheckpointHook
     # The Runner builds datasets from the root registry: the scoped name finds ours.
-    ds = ROOT_DATASETS.build(dict(type='mmkd_ext.DigitsDataset', split='test', indices=3,
-                                  pipeline=[]))
+    ds = ROOT_DATASETS.build(
+        dict(type='mmkd_ext.DigitsDataset', split='test', indices=3, pipeline=[]))
     assert type(ds) is DigitsDataset and len(ds) == 3

@@ -9,7 +9,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import KD_CFG, ROOT, tiny_cfg
 
 
@@ -21,8 +20,8 @@ def free_port():
 
 def run(cmd, env=None, timeout=600):
     full_env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', **(env or {}))
-    proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f'{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}'
     return proc.stdout + proc.stderr
 
@@ -36,7 +35,8 @@ def write_tiny_config(tmp_path, teacher_ckpt, **kw):
 
 def test_dist_train_two_processes_gloo(tmp_path, teacher_ckpt):
     cfg = write_tiny_config(tmp_path, teacher_ckpt)
-    out = run(['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir', str(tmp_path / 'ddp')],
+    out = run(['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir',
+               str(tmp_path / 'ddp')],
               env=dict(PORT=str(free_port())))
     assert osp.isfile(tmp_path / 'ddp' / 'epoch_1.pth'), out[-2000:]
     ckpt = torch.load(tmp_path / 'ddp' / 'epoch_1.pth', weights_only=False)
@@ -50,26 +50,39 @@ def test_dist_train_two_processes_gloo(tmp_path, teacher_ckpt):
 def test_train_accepts_both_local_rank_spellings(tmp_path, teacher_ckpt):
     cfg = write_tiny_config(tmp_path, teacher_ckpt, n_train=32)
     for flag in ('--local-rank=0', '--local_rank=0'):
-        run([sys.executable, 'tools/train.py', cfg, flag, '--work-dir', str(tmp_path / flag[2:7]),
-             '--cfg-options', 'train_cfg.val_interval=5'])
+        run([
+            sys.executable, 'tools/train.py', cfg, flag, '--work-dir',
+            str(tmp_path / flag[2:7]), '--cfg-options', 'train_cfg.val_interval=5'
+        ])
 
 
 def test_export_and_test_tools(tmp_path, teacher_ckpt):
     cfg = write_tiny_config(tmp_path, teacher_ckpt, n_train=32)
     work = tmp_path / 'train'
     run([sys.executable, 'tools/train.py', cfg, '--work-dir', str(work)])
-    out = run([sys.executable, 'tools/export_student.py', str(work / 'epoch_1.pth'),
-               str(tmp_path / 'student.pth')])
+    out = run([
+        sys.executable, 'tools/export_student.py',
+        str(work / 'epoch_1.pth'),
+        str(tmp_path / 'student.pth')
+    ])
     assert 'student tensors' in out
     # The exported student, evaluated with the student's own config.
-    student_cfg = tiny_cfg(osp.join(ROOT, 'configs/demo/resnet18-w4_1xb64-80e_digits-150.py'),
-                           tmp_path / 's')
+    student_cfg = tiny_cfg(
+        osp.join(ROOT, 'configs/demo/resnet18-w4_1xb64-80e_digits-150.py'), tmp_path / 's')
     student_cfg.dump(str(tmp_path / 'student_cfg.py'))
-    run([sys.executable, 'tools/test.py', str(tmp_path / 'student_cfg.py'),
-         str(tmp_path / 'student.pth'), '--work-dir', str(tmp_path / 't1'),
-         '--out', str(tmp_path / 'm1.json')])
-    run([sys.executable, 'tools/test.py', cfg, str(work / 'epoch_1.pth'),
-         '--work-dir', str(tmp_path / 't2'), '--out', str(tmp_path / 'm2.json')])
+    run([
+        sys.executable, 'tools/test.py',
+        str(tmp_path / 'student_cfg.py'),
+        str(tmp_path / 'student.pth'), '--work-dir',
+        str(tmp_path / 't1'), '--out',
+        str(tmp_path / 'm1.json')
+    ])
+    run([
+        sys.executable, 'tools/test.py', cfg,
+        str(work / 'epoch_1.pth'), '--work-dir',
+        str(tmp_path / 't2'), '--out',
+        str(tmp_path / 'm2.json')
+    ])
     m1 = json.load(open(tmp_path / 'm1.json'))
     m2 = json.load(open(tmp_path / 'm2.json'))
     assert m1['accuracy/top1'] == pytest.approx(m2['accuracy/top1'])
@@ -85,7 +98,7 @@ def test_export_refuses_a_non_distiller_checkpoint(tmp_path):
 def test_list_taps_prints_paths_and_shapes():
     out = run([sys.executable, 'tools/list_taps.py', KD_CFG])
     assert '== student ==' in out and '== teacher ==' in out
-    lines = [l for l in out.splitlines() if l.startswith('backbone.layer4 ')]
+    lines = [line for line in out.splitlines() if line.startswith('backbone.layer4 ')]
     assert len(lines) == 2
     assert '(32, 1, 1)' in lines[0] and '(256, 1, 1)' in lines[1]
-    assert any(l.startswith('head ') and '(10,)' in l for l in out.splitlines())
+    assert any(line.startswith('head ') and '(10,)' in line for line in out.splitlines())

@@ -1,18 +1,23 @@
 """The digits demo: teacher, student alone, and student + each distillation method, over 5 seeds.
 
-    python tools/demo.py [--seeds 0 1 2 3 4] [--rows REGEX] [--jobs N] [--work-dir work_dirs/demo]
+    python tools/demo.py [--seeds 0 1 2 3 4] [--rows REGEX] [--jobs N] [--resume]
+                         [--work-dir work_dirs/demo]
 
 Every distillation config under configs/demo/ is a row (a method issue adds its row by adding a
 config there); ``--rows`` keeps the configs whose file name matches a regular expression. Each
 distinct teacher is trained once (seed 0) through the same Runner and configs a user would use, and
 its checkpoint is given to the distillers; each student alone and each row is trained once per seed.
 Runs go to ``--jobs`` worker processes (default: one per CPU core, at most 8), each with its share
-of the cores. Prints a table of test top-1 accuracy (mean and sample standard deviation over the
+of the cores. With ``--resume`` a run already finished in WORK_DIR with the same config, seed and
+teacher checkpoint is read back instead of trained again (an interrupted demo goes on where it
+stopped; running it in parts by ``--rows`` / ``--seeds`` and then whole gives the whole table).
+Prints a table of test top-1 accuracy (mean and sample standard deviation over the
 seeds, the difference to the student alone, each seed's value) and writes it as JSON to
 WORK_DIR/results.json.
 """
 import argparse
 import glob
+import hashlib
 import json
 import multiprocessing
 import os
@@ -35,12 +40,34 @@ def set_threads(num_threads):
     torch.set_num_threads(num_threads)
 
 
-def train_and_test(config, work_dir, seed, overrides=None):
-    """Train ``config`` with the Runner, test it; return (top-1 %, last checkpoint path)."""
+def run_key(cfg, seed):
+    """What a finished run depends on: the whole config, the seed and the teacher's weights."""
+    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
+    digest.update(str(seed).encode())
+    ckpt = cfg.model.get('teacher_checkpoint')
+    if isinstance(ckpt, str) and osp.isfile(ckpt):
+        with open(ckpt, 'rb') as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+def train_and_test(config, work_dir, seed, overrides=None, resume=False):
+    """Train ``config`` with the Runner, test it; return (top-1 %, last checkpoint path).
+
+    With ``resume``, a result saved in ``work_dir`` by a run of the same config, seed and teacher
+    weights (and its checkpoint) is returned without training.
+    """
     from mmengine.runner import Runner
     cfg = Config.fromfile(config)
     if overrides:
         cfg.merge_from_dict(overrides)
+    key = run_key(cfg, seed)
+    saved_path = osp.join(work_dir, 'result.json')
+    if resume and osp.isfile(saved_path):
+        with open(saved_path) as f:
+            saved = json.load(f)
+        if saved.get('key') == key and osp.isfile(saved['checkpoint']):
+            return saved['top1'], saved['checkpoint']
     cfg.work_dir = work_dir
     cfg.randomness = dict(seed=seed)
     cfg.log_level = 'WARNING'
@@ -49,7 +76,10 @@ def train_and_test(config, work_dir, seed, overrides=None):
     runner.train()
     metrics = runner.test()
     ckpt = osp.join(work_dir, f'epoch_{cfg.train_cfg.max_epochs}.pth')
-    return round(float(metrics['accuracy/top1']), 2), ckpt
+    top1 = round(float(metrics['accuracy/top1']), 2)
+    with open(saved_path, 'w') as f:
+        json.dump(dict(key=key, top1=top1, checkpoint=ckpt, seed=seed, config=config), f)
+    return top1, ckpt
 
 
 def describe(cfg):
@@ -73,6 +103,9 @@ def parse_args(argv=None):
                         'it matches (with their teachers and students alone)')
     parser.add_argument('--jobs', type=int, default=min(os.cpu_count() or 1, 8),
                         help='runs at a time, in worker processes (default: CPU cores, at most 8)')
+    parser.add_argument('--resume', action='store_true',
+                        help='read back the runs already finished in WORK_DIR (same config, seed '
+                        'and teacher weights) instead of training them again')
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'demo'))
     parser.add_argument('--config-dir', default=osp.join(ROOT, 'configs', 'demo'))
     args = parser.parse_args(argv)
@@ -109,7 +142,7 @@ def main(argv=None):
         pending = {}
 
         def submit(config, work_dir, seed, overrides=None):
-            future = pool.submit(train_and_test, config, work_dir, seed, overrides)
+            future = pool.submit(train_and_test, config, work_dir, seed, overrides, args.resume)
             pending[future] = (config, seed)
 
         # Teachers first (the rows wait for them), then the students alone fill the workers.

@@ -13,8 +13,12 @@ from mmkd_ext.apis.inspect_taps import list_taps
 def main():
     parser = argparse.ArgumentParser(description='List tap-able module paths with shapes')
     parser.add_argument('config')
-    parser.add_argument('--shape', type=int, nargs=3, metavar=('C', 'H', 'W'),
-                        help='input shape of the dummy batch (default: the distiller input_shape)')
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs=3,
+        metavar=('C', 'H', 'W'),
+        help='input shape of the dummy batch (default: the distiller input_shape)')
     args = parser.parse_args()
     for role, rows in list_taps(args.config, args.shape).items():
         print(f'== {role} ==')

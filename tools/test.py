@@ -28,14 +28,16 @@ from mmkd_ext.registry import HOOKS
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test with mmkd_ext')
     parser.add_argument('config', help='config file path')
-    parser.add_argument('checkpoint', nargs='?', default=None,
-                        help='checkpoint file (not with --teacher)')
-    parser.add_argument('--teacher', action='store_true',
-                        help="evaluate the distillation config's teacher (its teacher_checkpoint)")
+    parser.add_argument(
+        'checkpoint', nargs='?', default=None, help='checkpoint file (not with --teacher)')
+    parser.add_argument(
+        '--teacher',
+        action='store_true',
+        help="evaluate the distillation config's teacher (its teacher_checkpoint)")
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--out', help='write the metrics to this JSON file')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, help='override config entries')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
@@ -89,9 +91,14 @@ def test_teacher(args) -> int:
     print(verdict or f'teacher metrics: {metrics}')
     if args.out:
         with open(args.out, 'w') as f:
-            json.dump(dict(metrics, **({} if hook is None else dict(
-                expected=hook.expected_top1, tolerance=hook.tolerance, passed=status == 0))),
-                f, indent=2)
+            json.dump(
+                dict(
+                    metrics,
+                    **({} if hook is None else dict(
+                        expected=hook.expected_top1, tolerance=hook.tolerance, passed=status
+                        == 0))),
+                f,
+                indent=2)
     return status
 
 
@@ -99,8 +106,12 @@ def main(argv=None):
     args = parse_args(argv)
     if args.teacher:
         return test_teacher(args)
-    runner = build_runner(args.config, work_dir=args.work_dir, launcher=args.launcher,
-                          cfg_options=args.cfg_options, load_from=args.checkpoint)
+    runner = build_runner(
+        args.config,
+        work_dir=args.work_dir,
+        launcher=args.launcher,
+        cfg_options=args.cfg_options,
+        load_from=args.checkpoint)
     metrics = runner.test()
     if args.out:
         with open(args.out, 'w') as f:

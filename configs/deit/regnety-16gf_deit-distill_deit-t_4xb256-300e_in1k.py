@@ -25,8 +25,7 @@ model = dict(
 # augmentation (3 repeats); RandAugment, random erasing 0.25, Mixup 0.8 / CutMix 1.0 from the base.
 train_dataloader = dict(batch_size=256, sampler=dict(type='RepeatAugSampler', shuffle=True))
 optim_wrapper = dict(
-    clip_grad=None,
-    paramwise_cfg=dict(custom_keys={'.dist_token': dict(decay_mult=0.0)}))
+    clip_grad=None, paramwise_cfg=dict(custom_keys={'.dist_token': dict(decay_mult=0.0)}))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, end=5, convert_to_iter_based=True),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=5),

@@ -6,5 +6,4 @@
 # are mdistiller's CIFAR-100 setting.) Under Mixup/CutMix the target class is the argmax of the
 # mixed label: our extension, the reference takes integer labels only.
 _base_ = ['../vitkd/deit-s_vitkd_deit-t_4xb256-300e_in1k.py']
-model = dict(
-    methods=[dict(type='DKDLoss', alpha=1.0, beta=0.5, tau=1.0, warmup_epochs=1)])
+model = dict(methods=[dict(type='DKDLoss', alpha=1.0, beta=0.5, tau=1.0, warmup_epochs=1)])

@@ -19,14 +19,18 @@ model = dict(
             type='SpectralKDLoss',
             loss_weight=0.2,
             student_taps=dict(
-                feats=['backbone.layers.0', 'backbone.layers.1', 'backbone.layers.6',
-                       'backbone.layers.7', 'backbone.layers.8', 'backbone.layers.9',
-                       'backbone.layers.10', 'backbone.layers.11'],
+                feats=[
+                    'backbone.layers.0', 'backbone.layers.1', 'backbone.layers.6',
+                    'backbone.layers.7', 'backbone.layers.8', 'backbone.layers.9',
+                    'backbone.layers.10', 'backbone.layers.11'
+                ],
                 grid='backbone.patch_embed'),
             teacher_taps=dict(
-                feats=['backbone.layers.0', 'backbone.layers.1', 'backbone.layers.18',
-                       'backbone.layers.19', 'backbone.layers.20', 'backbone.layers.21',
-                       'backbone.layers.22', 'backbone.layers.23'],
+                feats=[
+                    'backbone.layers.0', 'backbone.layers.1', 'backbone.layers.18',
+                    'backbone.layers.19', 'backbone.layers.20', 'backbone.layers.21',
+                    'backbone.layers.22', 'backbone.layers.23'
+                ],
                 grid='backbone.patch_embed')),
     ],
 )
@@ -48,8 +52,13 @@ train_cfg = dict(by_epoch=True, max_epochs=400, val_interval=1)
 # (model_best.pth); it also keeps a timm ModelEma in its checkpoints that no reported number
 # uses. No EMA here (mmengine's EMAHook would evaluate and save the EMA weights instead),
 # the best raw top-1 kept as best_accuracy_top1_epoch_*.pth, plus the latest checkpoint.
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=1,
-                                     save_best='accuracy/top1', rule='greater'))
+default_hooks = dict(
+    checkpoint=dict(
+        type='CheckpointHook',
+        interval=1,
+        max_keep_ckpts=1,
+        save_best='accuracy/top1',
+        rule='greater'))
 # Teacher check: CaiT-S24 at 224 px 83.48 (timm's results-imagenet.csv, cait_s24_224.fb_dist_in1k;
 # the CaiT paper: 83.5), measured with timm's full 224 px crop, the student's 256 -> 224 centre
 # crop may give a few tenths less.

@@ -19,10 +19,12 @@ model = dict(
         dict(
             type='SpectralKDLoss',
             loss_weight=0.05,
-            student_taps=dict(feats=['backbone.stages.0', 'backbone.stages.1',
-                                     'backbone.stages.2', 'backbone.stages.3']),
-            teacher_taps=dict(feats=['backbone.stages.0', 'backbone.stages.1',
-                                     'backbone.stages.2', 'backbone.stages.3'])),
+            student_taps=dict(feats=[
+                'backbone.stages.0', 'backbone.stages.1', 'backbone.stages.2', 'backbone.stages.3'
+            ]),
+            teacher_taps=dict(feats=[
+                'backbone.stages.0', 'backbone.stages.1', 'backbone.stages.2', 'backbone.stages.3'
+            ])),
     ],
 )
 
@@ -42,8 +44,13 @@ train_cfg = dict(by_epoch=True, max_epochs=500, val_interval=1)
 # (model_best.pth); it also keeps a timm ModelEma in its checkpoints that no reported number
 # uses. No EMA here (mmengine's EMAHook would evaluate and save the EMA weights instead),
 # the best raw top-1 kept as best_accuracy_top1_epoch_*.pth, plus the latest checkpoint.
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=1,
-                                     save_best='accuracy/top1', rule='greater'))
+default_hooks = dict(
+    checkpoint=dict(
+        type='CheckpointHook',
+        interval=1,
+        max_keep_ckpts=1,
+        save_best='accuracy/top1',
+        rule='greater'))
 # Teacher check: Swin-S 83.02 (mmpretrain's metafile, swin-small_16xb64_in1k).
 custom_hooks = [dict(type='mmkd_ext.TeacherCheckHook', expected_top1=83.02)]
 auto_scale_lr = dict(base_batch_size=512)

@@ -3,6 +3,10 @@
 # Weight: ViTKD's mimicking weight and reduction (3e-5, sum over tokens and channels / batch).
 _base_ = ['./deit-s_vitkd_deit-t_4xb256-300e_in1k.py']
 model = dict(methods=[
-    dict(type='FitNetLoss', student_taps=dict(feats='backbone.ln1'),
-         teacher_taps=dict(feats='backbone.ln1'), reduction='sum', loss_weight=3e-5)
+    dict(
+        type='FitNetLoss',
+        student_taps=dict(feats='backbone.ln1'),
+        teacher_taps=dict(feats='backbone.ln1'),
+        reduction='sum',
+        loss_weight=3e-5)
 ])

@@ -4,6 +4,4 @@
 # cls_KD writes the KD term as a cross-entropy to the teacher's distribution; ours is the KL, which
 # differs by the teacher's entropy only (a constant: same gradients, a lower logged value).
 _base_ = ['./deit-s_vitkd_deit-t_4xb256-300e_in1k.py']
-model = dict(
-    student_loss_weight=0.5,
-    methods=[dict(type='KDLoss', tau=1.0, loss_weight=0.5)])
+model = dict(student_loss_weight=0.5, methods=[dict(type='KDLoss', tau=1.0, loss_weight=0.5)])

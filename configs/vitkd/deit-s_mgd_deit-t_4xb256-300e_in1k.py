@@ -4,7 +4,11 @@
 # channels zeroed per sample with probability 0.15 (mask='channel'), alpha 7e-5.
 _base_ = ['./deit-s_vitkd_deit-t_4xb256-300e_in1k.py']
 model = dict(methods=[
-    dict(type='MGDLoss', student_taps=dict(feat='backbone.ln1', grid='backbone.patch_embed'),
-         teacher_taps=dict(feat='backbone.ln1'), alpha_mgd=7e-5, lambda_mgd=0.15,
-         mask='channel')
+    dict(
+        type='MGDLoss',
+        student_taps=dict(feat='backbone.ln1', grid='backbone.patch_embed'),
+        teacher_taps=dict(feat='backbone.ln1'),
+        alpha_mgd=7e-5,
+        lambda_mgd=0.15,
+        mask='channel')
 ])

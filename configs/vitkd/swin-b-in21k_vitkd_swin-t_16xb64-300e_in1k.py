@@ -16,8 +16,14 @@ model = dict(
                         'convert/swin_base_patch4_window7_224_22kto1k-f967f799.pth'),
     input_shape=(3, 224, 224),
     methods=[
-        dict(type='ViTKDLoss', alpha=3e-5, beta=3e-6, mask_ratio=0.5, reduction='sum',
-             student_taps=dict(swin_taps, grid='backbone.stages.3'), teacher_taps=swin_taps)
+        dict(
+            type='ViTKDLoss',
+            alpha=3e-5,
+            beta=3e-6,
+            mask_ratio=0.5,
+            reduction='sum',
+            student_taps=dict(swin_taps, grid='backbone.stages.3'),
+            teacher_taps=swin_taps)
     ],
 )
 # Teacher check: Swin-B IN-21K 85.16 (mmpretrain's metafile, swin-base_in21k-pre-3rdparty_in1k).

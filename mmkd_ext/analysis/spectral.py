@@ -70,8 +70,9 @@ def find_layers(model: nn.Module, patterns: Optional[Sequence[str]] = None) -> L
         list[str]: module paths.
     """
     if patterns:
-        paths = [p for p in module_paths(model)
-                 if any(fnmatch.fnmatchcase(p, pat) for pat in patterns)]
+        paths = [
+            p for p in module_paths(model) if any(fnmatch.fnmatchcase(p, pat) for pat in patterns)
+        ]
         paths = [p for p in paths if not any(p.startswith(q + '.') for q in paths)]
         if not paths:
             raise ValueError(f'No module path matches {list(patterns)}; '
@@ -100,7 +101,8 @@ def grid_path(model: nn.Module) -> Optional[str]:
 
 
 @torch.no_grad()
-def analyse_model(model: nn.Module, batches: Iterable[torch.Tensor],
+def analyse_model(model: nn.Module,
+                  batches: Iterable[torch.Tensor],
                   layers: Optional[Sequence[str]] = None) -> Dict[str, object]:
     """Spectral intensity and channel spectrum of each layer, averaged over all images.
 
@@ -146,9 +148,12 @@ def analyse_model(model: nn.Module, batches: Iterable[torch.Tensor],
         model.train(was_training)
     if count == 0:
         raise ValueError('analyse_model got no batch.')
-    return dict(layers=layers, intensity=[s / count for s in sums_i],
-                channel_spectrum=[(c / count).tolist() for c in sums_c], shapes=shapes,
-                grid=grid if plain_tokens else None)
+    return dict(
+        layers=layers,
+        intensity=[s / count for s in sums_i],
+        channel_spectrum=[(c / count).tolist() for c in sums_c],
+        shapes=shapes,
+        grid=grid if plain_tokens else None)
 
 
 def default_num_layers(depth: int) -> int:
@@ -195,5 +200,7 @@ def pair_layers(teacher_idx: Sequence[int], n_teacher: int, n_student: int) -> L
     return sorted(pairs)
 
 
-__all__ = ['spectral_intensity', 'channel_spectrum', 'find_layers', 'grid_path', 'analyse_model',
-           'default_num_layers', 'propose_layers', 'pair_layers']
+__all__ = [
+    'spectral_intensity', 'channel_spectrum', 'find_layers', 'grid_path', 'analyse_model',
+    'default_num_layers', 'propose_layers', 'pair_layers'
+]

@@ -152,7 +152,10 @@ class StepBench:
         amp (bool): run under autocast (float16 on CUDA, bfloat16 on the CPU). Defaults to False.
     """
 
-    def __init__(self, distiller: nn.Module, inputs: torch.Tensor, samples: list,
+    def __init__(self,
+                 distiller: nn.Module,
+                 inputs: torch.Tensor,
+                 samples: list,
                  amp: bool = False):
         self.d, self.inputs, self.samples = distiller, inputs, samples
         self.device = inputs.device
@@ -257,7 +260,9 @@ def capture_method_inputs(distiller: nn.Module, inputs: torch.Tensor, samples: l
     return out
 
 
-def method_costs(distiller: nn.Module, inputs: torch.Tensor, samples: list,
+def method_costs(distiller: nn.Module,
+                 inputs: torch.Tensor,
+                 samples: list,
                  repeats: int = 5) -> List[dict]:
     """Forward + backward time of each method alone, on the features of one distillation forward.
 
@@ -272,21 +277,30 @@ def method_costs(distiller: nn.Module, inputs: torch.Tensor, samples: list,
         list[dict]: per method ``name``, ``type``, ``ms`` (median) and ``trainable_params``.
     """
     rows = []
-    for method, (args, kwargs) in zip(distiller.methods, capture_method_inputs(
-            distiller, inputs, samples)):
+    for method, (args, kwargs) in zip(distiller.methods,
+                                      capture_method_inputs(distiller, inputs, samples)):
 
         def step():
             sum_losses(method(*args, **kwargs)).backward()
+
         times = [time_ms(step, inputs.device) for _ in range(repeats + 1)][1:]
-        rows.append(dict(name=method.name, type=type(method).__name__,
-                         ms=statistics.median(times),
-                         trainable_params=sum(p.numel() for p in method.parameters()
-                                              if p.requires_grad)))
+        rows.append(
+            dict(
+                name=method.name,
+                type=type(method).__name__,
+                ms=statistics.median(times),
+                trainable_params=sum(p.numel() for p in method.parameters() if p.requires_grad)))
     return rows
 
 
-def measure(distiller: nn.Module, batch: int, image_size: Sequence[int], device, iters: int = 10,
-            warmup: int = 3, amp: bool = False, memory: bool = True) -> dict:
+def measure(distiller: nn.Module,
+            batch: int,
+            image_size: Sequence[int],
+            device,
+            iters: int = 10,
+            warmup: int = 3,
+            amp: bool = False,
+            memory: bool = True) -> dict:
     """Time student step, teacher forward and distillation step; measure their memory.
 
     Args:
@@ -309,8 +323,8 @@ def measure(distiller: nn.Module, batch: int, image_size: Sequence[int], device,
     bench = StepBench(distiller, inputs, samples, amp)
     steps = dict(student=bench.student, teacher=bench.teacher, distill=bench.distill)
     times = time_interleaved(steps, device, iters, warmup)
-    times['teacher_full'] = time_interleaved(dict(teacher_full=bench.teacher_full), device,
-                                             max(3, iters // 3), 1)['teacher_full']
+    times['teacher_full'] = time_interleaved(
+        dict(teacher_full=bench.teacher_full), device, max(3, iters // 3), 1)['teacher_full']
     out = dict(batch=batch, image_size=list(image_size), times_ms=times)
     t = {name: summary['median'] for name, summary in times.items()}
     out['floor_ms'] = t['student'] + t['teacher']
@@ -333,7 +347,7 @@ def measure(distiller: nn.Module, batch: int, image_size: Sequence[int], device,
         mem['method_params_mb'] = param_bytes(distiller.methods.parameters()) / MB
         # The distillation step may keep more than the student's step only by what the methods
         # keep (projector inputs and outputs), never teacher activations.
-        mem['distill_minus_student_saved_mb'] = (mem['distill']['saved_for_backward_mb'] -
-                                                 mem['student']['saved_for_backward_mb'])
+        mem['distill_minus_student_saved_mb'] = (
+            mem['distill']['saved_for_backward_mb'] - mem['student']['saved_for_backward_mb'])
         out['memory'] = mem
     return out

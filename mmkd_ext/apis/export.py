@@ -35,8 +35,10 @@ def export_student(src: str, dst: str, prefix: Optional[str] = None) -> dict:
         if not student:
             raise ValueError(f'No student weights under prefix {prefix!r}.')
     meta = dict(ckpt.get('meta', {}) or {})
-    out_meta = {k: meta[k] for k in ('dataset_meta', 'epoch', 'iter', 'mmengine_version')
-                if k in meta}
+    out_meta = {
+        k: meta[k]
+        for k in ('dataset_meta', 'epoch', 'iter', 'mmengine_version') if k in meta
+    }
     out_meta['exported_from'] = 'mmkd_ext.Distiller'
     out = dict(state_dict=student, meta=out_meta)
     torch.save(out, dst)

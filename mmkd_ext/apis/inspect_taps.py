@@ -21,6 +21,7 @@ def module_shapes(model: nn.Module, input_shape: Sequence[int]) -> List[Tuple[st
 
         def hook(mod, args, out, name=name):
             seen.setdefault(name, feature_shape(out))
+
         handles.append(module.register_forward_hook(hook))
     was_training = model.training
     model.eval()
@@ -43,6 +44,8 @@ def list_taps(config: str, input_shape: Sequence[int] = None) -> Dict[str, list]
     model_cfg = load_config(config, activate=True).model
     if is_distiller(model_cfg):
         shape = input_shape or model_cfg.get('input_shape', (3, 224, 224))
-        return {role: module_shapes(build_model(model_cfg[role]), shape)
-                for role in ('student', 'teacher')}
+        return {
+            role: module_shapes(build_model(model_cfg[role]), shape)
+            for role in ('student', 'teacher')
+        }
     return {'model': module_shapes(build_model(model_cfg), input_shape or (3, 224, 224))}

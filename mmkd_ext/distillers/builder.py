@@ -2,8 +2,8 @@
 teacher. Config resolution lives in :mod:`mmkd_ext.utils.config`, checkpoint reading in
 :mod:`mmkd_ext.utils.checkpoint`."""
 import torch.nn as nn
-from mmengine.registry import DefaultScope
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import DefaultScope
 
 from mmkd_ext.utils.config import ModelSpec, load_model_config
 

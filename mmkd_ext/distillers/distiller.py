@@ -5,18 +5,22 @@ One page of architecture:
 * ``student`` / ``teacher`` are any OpenMMLab models with the BaseModel API (an mmpretrain
   classifier, an mmdet detector, an mmseg segmentor), given as a model dict, a config file path or
   ``package::path`` (see :mod:`mmkd_ext.utils.config`).
-* ``methods`` is a list of registered distillation losses (:class:`mmkd_ext.losses.DistillLoss`). Each
-  names the module paths it reads on the student and on the teacher; :class:`.taps.FeatureTaps` reads
+* ``methods`` is a list of registered distillation losses (:class:`mmkd_ext.losses.DistillLoss`).
+Each
+  names the module paths it reads on the student and on the teacher; :class:`.taps.FeatureTaps`
+  reads
   them with forward hooks. A dry run at construction gives every loss the shapes of its taps, so
   projectors are built without channel numbers in the config.
 * Training: the teacher runs under ``no_grad`` on the student's preprocessed batch (converted to the
   teacher's own normalisation when it differs) and stops as soon as every teacher tap has its
   value; the student runs its own ``loss`` (its task terms are kept, scaled by
-  ``student_loss_weight``) while its taps are read; each method adds its named, weighted terms, given
+  ``student_loss_weight``) while its taps are read; each method adds its named, weighted terms,
+  given
   the training progress explicitly. A non-finite term stops training with its name.
 * ``predict`` / ``tensor`` delegate to the student, so validation and test evaluate the student.
 * The teacher is not a registered submodule: it is never in a checkpoint, never given to the
-  optimizer or to DDP, ``train()`` cannot put it in train mode, and ``copy.deepcopy`` (EMA) shares it.
+  optimizer or to DDP, ``train()`` cannot put it in train mode, and ``copy.deepcopy`` (EMA) shares
+  it.
   It is rebuilt from its config and checkpoint whenever the distiller is built (also on resume); a
   fingerprint of it in the checkpoint stops a resume with another teacher.
 
@@ -69,8 +73,9 @@ def _without_pretrained(cfg):
         for key, value in cfg.items():
             if key == 'init_cfg':
                 items = value if isinstance(value, (list, tuple)) else [value]
-                kept = [v for v in items
-                        if not (isinstance(v, dict) and v.get('type') == 'Pretrained')]
+                kept = [
+                    v for v in items if not (isinstance(v, dict) and v.get('type') == 'Pretrained')
+                ]
                 value = (kept if isinstance(value, (list, tuple)) else (kept[0] if kept else None))
             out[key] = _without_pretrained(value)
         return out
@@ -175,8 +180,11 @@ class Distiller(BaseModel):
             if 'data_preprocessor' not in student_cfg:
                 student_cfg['data_preprocessor'] = data_preprocessor
             elif student_cfg['data_preprocessor'] != data_preprocessor:
-                print_log('Distiller: the student model dict has its own data_preprocessor; the '
-                          'top-level one of the config is not used.', logger='current', level=30)
+                print_log(
+                    'Distiller: the student model dict has its own data_preprocessor; the '
+                    'top-level one of the config is not used.',
+                    logger='current',
+                    level=30)
         student = build_model(student_cfg, role='student')
         super().__init__(data_preprocessor=student.data_preprocessor, init_cfg=init_cfg)
         self.student = student
@@ -192,16 +200,19 @@ class Distiller(BaseModel):
         if hasattr(teacher, 'init_weights'):
             teacher.init_weights()
         if teacher_checkpoint is not None:
-            self.teacher_report = load_state_dict_with_report(
-                teacher, teacher_checkpoint, teacher_min_matched, teacher_prefix)
+            self.teacher_report = load_state_dict_with_report(teacher, teacher_checkpoint,
+                                                              teacher_min_matched, teacher_prefix)
         else:
-            print_log('Distiller: no teacher_checkpoint given, the teacher keeps its initial '
-                      'weights (fine for tests, wrong for training).', logger='current', level=30)
+            print_log(
+                'Distiller: no teacher_checkpoint given, the teacher keeps its initial '
+                'weights (fine for tests, wrong for training).',
+                logger='current',
+                level=30)
         # Not a registered submodule: see the module docstring.
         object.__setattr__(self, 'teacher', freeze(teacher))
         self.teacher_fingerprint = dict(
-            config=_digest(teacher_cfg.to_dict() if hasattr(teacher_cfg, 'to_dict') else
-                           teacher_cfg),
+            config=_digest(
+                teacher_cfg.to_dict() if hasattr(teacher_cfg, 'to_dict') else teacher_cfg),
             weights=_weights_digest(teacher) if teacher_checkpoint is not None else None)
         self._loaded_fingerprint = None
         self._setup_input_conversion()
@@ -239,8 +250,9 @@ class Distiller(BaseModel):
 
     def _infer_input_shape(self):
         norm = _normalisation(self.student.data_preprocessor)
-        channels = (len(norm[0]) if norm is not None and len(norm[0]) > 1 else
-                    _first_conv_channels(self.student) or 3)
+        channels = (
+            len(norm[0])
+            if norm is not None and len(norm[0]) > 1 else _first_conv_channels(self.student) or 3)
         backbone = getattr(self.student, 'backbone', self.student)
         size = getattr(getattr(backbone, 'patch_embed', None), 'init_input_size', None)
         size = tuple(size) if size is not None else (224, 224)
@@ -270,9 +282,11 @@ class Distiller(BaseModel):
         finally:
             self.student.train(was_training)
         for method in self.methods:
-            method.setup(_shapes(method.student_taps, s_store),
-                         _shapes(method.teacher_taps, t_store),
-                         student=self.student, teacher=self.teacher)
+            method.setup(
+                _shapes(method.student_taps, s_store),
+                _shapes(method.teacher_taps, t_store),
+                student=self.student,
+                teacher=self.teacher)
 
     def _setup_input_conversion(self):
         """The teacher sees the student's preprocessed batch; when the teacher was trained with
@@ -284,8 +298,8 @@ class Distiller(BaseModel):
         if s is None or t is None:
             return
         (ms, ss, rs), (mt, st, rt) = s, t
-        same = (rs == rt and ms.shape == mt.shape and torch.allclose(ms, mt)
-                and torch.allclose(ss, st))
+        same = (
+            rs == rt and ms.shape == mt.shape and torch.allclose(ms, mt) and torch.allclose(ss, st))
         if same:
             return
         if len(ms) != len(mt) and not (len(ms) == 1 or len(mt) == 1):
@@ -297,10 +311,11 @@ class Distiller(BaseModel):
         self.register_buffer('_s_std', ss.reshape(shape), persistent=False)
         self.register_buffer('_t_mean', mt.reshape(shape), persistent=False)
         self.register_buffer('_t_std', st.reshape(shape), persistent=False)
-        print_log(f'Distiller: the teacher was trained with mean {mt.tolist()}, std {st.tolist()}'
-                  f'{" and the other channel order" if rs != rt else ""}; the student\'s batch '
-                  f'(mean {ms.tolist()}, std {ss.tolist()}) is converted for it.',
-                  logger='current')
+        print_log(
+            f'Distiller: the teacher was trained with mean {mt.tolist()}, std {st.tolist()}'
+            f'{" and the other channel order" if rs != rt else ""}; the student\'s batch '
+            f'(mean {ms.tolist()}, std {ss.tolist()}) is converted for it.',
+            logger='current')
 
     def teacher_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
         """The student's preprocessed batch (B, C, H, W) as the teacher's own preprocessor would
@@ -354,8 +369,10 @@ class Distiller(BaseModel):
         loaded, own = self._loaded_fingerprint, self.teacher_fingerprint
         if loaded is None or self.allow_teacher_change:
             return
-        differ = [k for k in ('config', 'weights')
-                  if loaded.get(k) is not None and own.get(k) is not None and loaded[k] != own[k]]
+        differ = [
+            k for k in ('config', 'weights')
+            if loaded.get(k) is not None and own.get(k) is not None and loaded[k] != own[k]
+        ]
         if differ:
             raise RuntimeError(
                 f'The checkpoint being resumed was trained with another teacher (its '
@@ -385,8 +402,11 @@ class Distiller(BaseModel):
     def progress() -> Progress:
         """The training progress, from MMEngine's message hub (what the Runner's loops record)."""
         info = MessageHub.get_current_instance().runtime_info
-        return Progress(epoch=int(info.get('epoch', 0)), max_epochs=info.get('max_epochs'),
-                        iter=int(info.get('iter', 0)), max_iters=info.get('max_iters'))
+        return Progress(
+            epoch=int(info.get('epoch', 0)),
+            max_epochs=info.get('max_epochs'),
+            iter=int(info.get('iter', 0)),
+            max_iters=info.get('max_iters'))
 
     def loss(self, inputs: torch.Tensor, data_samples=None) -> Dict[str, torch.Tensor]:
         self._check_teacher_fingerprint()
@@ -399,14 +419,18 @@ class Distiller(BaseModel):
         losses = {}
         for key, value in student_losses.items():
             if 'loss' in key and self.student_loss_weight != 1.0:
-                value = ([v * self.student_loss_weight for v in value]
-                         if isinstance(value, (list, tuple)) else value * self.student_loss_weight)
+                value = ([v * self.student_loss_weight
+                          for v in value] if isinstance(value, (list, tuple)) else value *
+                         self.student_loss_weight)
             # MMEngine logs the optimised total as `loss`; a student term of that name would
             # overwrite it in the log.
             losses['loss_student' if key == 'loss' else key] = value
         for method in self.methods:
-            terms = method(_select(method.student_taps, s_store),
-                           _select(method.teacher_taps, t_store), data_samples, progress=progress)
+            terms = method(
+                _select(method.student_taps, s_store),
+                _select(method.teacher_taps, t_store),
+                data_samples,
+                progress=progress)
             for key, value in terms.items():
                 if key in losses:
                     raise KeyError(f'Loss name {key!r} of method {method.name!r} is already taken; '

@@ -1,6 +1,7 @@
 """Feature taps: read module outputs by module path with forward hooks (no backbone is edited).
 
-A tap is a module path such as ``backbone.layers.0``, ``backbone.ln1``, ``neck`` or ``head``; its value
+A tap is a module path such as ``backbone.layers.0``, ``backbone.ln1``, ``neck`` or ``head``; its
+value
 is what that module returned on its first call in a forward pass (a tensor, or a tuple/list of
 tensors), kept by reference: no copy is made. A module called several times in one forward (a head
 shared over FPN levels) is tapped on its first call: tap its parent to get all of them.
@@ -34,7 +35,8 @@ def module_paths(model: nn.Module) -> List[str]:
 
 
 def resolve_module(model: nn.Module, path: str, role: str = 'model') -> nn.Module:
-    """Return the submodule at ``path`` or raise a KeyError that lists the closest existing paths."""
+    """Return the submodule at ``path`` or raise a KeyError that lists the closest existing
+    paths."""
     modules = dict(model.named_modules())
     if path in modules and path:
         return modules[path]
@@ -101,6 +103,7 @@ class FeatureTaps:
             self._versions[path] = [t._version for t in _tensors(output)]
             if self._stop_when_complete and len(store) == len(self.paths):
                 raise TapsComplete
+
         return hook
 
     @contextmanager

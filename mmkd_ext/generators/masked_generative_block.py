@@ -32,7 +32,10 @@ class MaskedGenerativeBlock(nn.Module):
     """
     VARIANTS = ('conv', 'self_attention', 'cross_attention')
 
-    def __init__(self, channels: int, variant: str = 'conv', num_heads: Optional[int] = None,
+    def __init__(self,
+                 channels: int,
+                 variant: str = 'conv',
+                 num_heads: Optional[int] = None,
                  mlp_ratio: float = 4.0):
         super().__init__()
         if variant not in self.VARIANTS:
@@ -41,8 +44,7 @@ class MaskedGenerativeBlock(nn.Module):
         self.channels, self.variant = channels, variant
         if variant == 'conv':
             self.generation = nn.Sequential(
-                nn.Conv2d(channels, channels, kernel_size=3, padding=1),
-                nn.ReLU(inplace=True),
+                nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.ReLU(inplace=True),
                 nn.Conv2d(channels, channels, kernel_size=3, padding=1))
             return
         heads = num_heads or max(channels // 64, 1)

@@ -8,5 +8,7 @@ from .nkd import NKDLoss
 from .spectralkd import SpectralKDLoss
 from .vitkd import ViTKDLoss
 
-__all__ = ['DistillLoss', 'KDLoss', 'HardKDLoss', 'DeiTDistillationLoss', 'NKDLoss', 'DKDLoss',
-           'ViTKDLoss', 'FitNetLoss', 'MGDLoss', 'SpectralKDLoss']
+__all__ = [
+    'DistillLoss', 'KDLoss', 'HardKDLoss', 'DeiTDistillationLoss', 'NKDLoss', 'DKDLoss',
+    'ViTKDLoss', 'FitNetLoss', 'MGDLoss', 'SpectralKDLoss'
+]

@@ -75,8 +75,9 @@ class DistillLoss(nn.Module):
                                 f'{{name: module path}}, got {given!r}')
             unknown = set(given) - set(default) if default else set()
             if unknown:
-                raise KeyError(f'{type(self).__name__}: unknown {role} tap name(s) {sorted(unknown)}; '
-                               f'this loss reads {sorted(default)}.')
+                raise KeyError(
+                    f'{type(self).__name__}: unknown {role} tap name(s) {sorted(unknown)}; '
+                    f'this loss reads {sorted(default)}.')
             taps.update(given)
         for key, value in taps.items():
             paths = list(value) if isinstance(value, (list, tuple)) else [value]
@@ -136,7 +137,8 @@ class DistillLoss(nn.Module):
             if widths[0] != widths[1]:
                 raise ValueError(
                     f'{type(self).__name__} ({self.name!r}) compares class scores, but the student '
-                    f'tap {self.student_taps["logits"]!r} gives {widths[0]} classes and the teacher '
+                    f'tap {self.student_taps["logits"]!r} gives {widths[0]} classes and the '
+                    f'teacher '
                     f'tap {self.teacher_taps["logits"]!r} {widths[1]}. Give both heads the same '
                     f'num_classes (the teacher\'s label space), or tap other modules.')
 
@@ -144,7 +146,10 @@ class DistillLoss(nn.Module):
         """The logged name of a term: ``loss_{name}`` or ``loss_{name}_{suffix}``."""
         return f'loss_{self.name}' + (f'_{suffix}' if suffix else '')
 
-    def forward(self, student_feats: dict, teacher_feats: dict, data_samples=None,
+    def forward(self,
+                student_feats: dict,
+                teacher_feats: dict,
+                data_samples=None,
                 progress: Optional[Progress] = None) -> Dict[str, torch.Tensor]:
         """Return {logged term name: weighted scalar}.
 

@@ -46,8 +46,12 @@ class DKDLoss(DistillLoss):
     default_teacher_taps = dict(logits='head')
     default_name = 'dkd'
 
-    def __init__(self, alpha: float = 1.0, beta: float = 0.5, tau: float = 1.0,
-                 warmup_epochs: int = 1, **kwargs):
+    def __init__(self,
+                 alpha: float = 1.0,
+                 beta: float = 0.5,
+                 tau: float = 1.0,
+                 warmup_epochs: int = 1,
+                 **kwargs):
         super().__init__(**kwargs)
         self.alpha, self.beta, self.tau = alpha, beta, tau
         self.warmup_epochs = warmup_epochs
@@ -71,10 +75,13 @@ class DKDLoss(DistillLoss):
             log_rest = torch.logsumexp(drop_target_column(z, target), dim=1) - lse
             return torch.stack([log_p, log_rest], dim=1)
 
-        tckd = F.kl_div(binary_log_probs(z_s), binary_log_probs(z_t), reduction='batchmean',
-                        log_target=True) * self.tau**2
-        nckd = F.kl_div(F.log_softmax(drop_target_column(z_s, target), dim=1),
-                        F.log_softmax(drop_target_column(z_t, target), dim=1),
-                        reduction='batchmean', log_target=True) * self.tau**2
+        tckd = F.kl_div(
+            binary_log_probs(z_s), binary_log_probs(z_t), reduction='batchmean',
+            log_target=True) * self.tau**2
+        nckd = F.kl_div(
+            F.log_softmax(drop_target_column(z_s, target), dim=1),
+            F.log_softmax(drop_target_column(z_t, target), dim=1),
+            reduction='batchmean',
+            log_target=True) * self.tau**2
         w = self.loss_weight * self.warmup_factor(progress)
         return {self.term('tckd'): w * self.alpha * tckd, self.term('nckd'): w * self.beta * nckd}

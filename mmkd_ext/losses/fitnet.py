@@ -1,11 +1,10 @@
 """FitNet (Romero et al., ICLR 2015): regress the teacher's features from projected student ones."""
 from typing import Optional
 
-import torch
 import torch.nn as nn
 
 from mmkd_ext.registry import MODELS, build_module
-from mmkd_ext.utils.tokens import as_tokens, feature_dims, num_extra_tokens, split_tap
+from mmkd_ext.utils.tokens import as_tokens, feature_dims, split_tap
 from .base import DistillLoss
 
 
@@ -32,8 +31,11 @@ class FitNetLoss(DistillLoss):
     default_teacher_taps = dict(feats='backbone.ln1')
     default_name = 'fitnet'
 
-    def __init__(self, reduction: str = 'mean', patch_tokens_only: bool = True,
-                 projector: Optional[dict] = None, **kwargs):
+    def __init__(self,
+                 reduction: str = 'mean',
+                 patch_tokens_only: bool = True,
+                 projector: Optional[dict] = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.reduction = self.check_reduction(reduction)
         self.patch_tokens_only = patch_tokens_only
@@ -49,8 +51,11 @@ class FitNetLoss(DistillLoss):
             raise ValueError(f'FitNetLoss: {len(s)} student taps but {len(t)} teacher taps.')
         projectors = []
         for s_shape, t_shape in zip(s, t):
-            projectors.append(build_module(self.projector_cfg, in_dims=feature_dims(s_shape),
-                                           out_dims=feature_dims(t_shape)))
+            projectors.append(
+                build_module(
+                    self.projector_cfg,
+                    in_dims=feature_dims(s_shape),
+                    out_dims=feature_dims(t_shape)))
         self.projectors = nn.ModuleList(projectors)
 
     def _feature(self, value, extra):

@@ -24,7 +24,8 @@ class KDLoss(DistillLoss):
     """``loss_weight * T^2 * KL(p_t || p_s)``, p = softmax(z / T). Labels are not used, so Mixup /
     CutMix need no special handling (teacher and student see the same mixed image).
 
-    Taps: ``logits`` on both sides, default ``head`` (an mmpretrain classifier's class scores, B x C).
+    Taps: ``logits`` on both sides, default ``head`` (an mmpretrain classifier's class scores, B x
+    C).
 
     Args:
         tau: the temperature T.

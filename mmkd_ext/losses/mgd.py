@@ -52,8 +52,13 @@ class MGDLoss(DistillLoss):
     default_name = 'mgd'
     MASKS = ('channel', 'spatial')
 
-    def __init__(self, alpha_mgd: float = 7e-5, lambda_mgd: float = 0.15, mask: str = 'channel',
-                 generator: Optional[dict] = None, projector: Optional[dict] = None, **kwargs):
+    def __init__(self,
+                 alpha_mgd: float = 7e-5,
+                 lambda_mgd: float = 0.15,
+                 mask: str = 'channel',
+                 generator: Optional[dict] = None,
+                 projector: Optional[dict] = None,
+                 **kwargs):
         super().__init__(**kwargs)
         if mask not in self.MASKS:
             raise ValueError(f"MGDLoss: mask must be 'channel' (classification, MGD's cls code) "

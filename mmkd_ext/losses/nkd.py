@@ -40,8 +40,7 @@ class NKDLoss(DistillLoss):
     default_name = 'nkd'
     SOFT_LABELS = ('argmax', 'weighted')
 
-    def __init__(self, tau: float = 1.0, gamma: float = 1.0, soft_labels: str = 'argmax',
-                 **kwargs):
+    def __init__(self, tau: float = 1.0, gamma: float = 1.0, soft_labels: str = 'argmax', **kwargs):
         super().__init__(**kwargs)
         if soft_labels not in self.SOFT_LABELS:
             raise ValueError(f"NKDLoss: soft_labels must be 'argmax' (the reference: argmax of a "

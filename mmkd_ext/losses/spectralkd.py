@@ -9,7 +9,8 @@ For every tapped pair F_s (B, Cs, H, W), F_t (B, Ct, H, W):
 3. the term is the mean squared error over the stacked real and imaginary parts of S - T;
 
 and the loss is ``loss_weight`` times the mean of the terms over the pairs. No parameters, no
-feature normalisation. Because the ortho FFT is unitary, each term is about half the spatial MSE with
+feature normalisation. Because the ortho FFT is unitary, each term is about half the spatial MSE
+with
 the zero-frequency column (and, for even W, the Nyquist column) counted twice: the half spectrum
 that rfft2 keeps holds every other column once (see docs/methods/spectralkd.md).
 """
@@ -50,7 +51,8 @@ def spectral_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     Returns:
         a scalar.
     """
-    # float32: half-precision FFTs are restricted to power-of-two sizes on GPUs (7x7, 14x14 are not).
+    # float32: half-precision FFTs are restricted to power-of-two sizes on GPUs (7x7, 14x14 are
+    # not).
     s = torch.fft.rfft2(student.float(), norm='ortho')
     t = torch.fft.rfft2(teacher.float(), norm='ortho')
     return F.mse_loss(torch.view_as_real(s), torch.view_as_real(t))
@@ -67,7 +69,8 @@ def _positions_and_channels(shape, num_extra: int) -> Tuple[int, int, Optional[G
     if len(shape) == 2:
         n, c = shape
         return n - num_extra, c, None
-    raise ValueError(f'SpectralKD reads maps (C, H, W) or tokens (N, C), got a tap of shape {shape}')
+    raise ValueError(
+        f'SpectralKD reads maps (C, H, W) or tokens (N, C), got a tap of shape {shape}')
 
 
 @MODELS.register_module()
@@ -79,7 +82,8 @@ class SpectralKDLoss(DistillLoss):
     - ``feats``: a list of module paths, paired in order between student and teacher, e.g. student
       ``backbone.layers.{0,1,6..11}`` with teacher ``backbone.layers.{0,1,18..23}`` (DeiT <- CaiT),
       or ``backbone.stages.{0..3}`` on both (Swin). Block outputs are used before any final norm.
-    - ``grid`` (optional): a module returning ``(tokens, (h, w))``, normally ``backbone.patch_embed``,
+    - ``grid`` (optional): a module returning ``(tokens, (h, w))``, normally
+    ``backbone.patch_embed``,
       giving the run-time patch grid of token features that carry none (ViT/DeiT/CaiT blocks).
       Without it the backbone's ``patch_resolution`` is used, and inputs must keep the size of the
       dry run. Plain tokens with fewer positions than the patch grid (Swin blocks after patch
@@ -88,8 +92,10 @@ class SpectralKDLoss(DistillLoss):
     Extra tokens (cls, distillation) are dropped using the backbone's ``num_extra_tokens``.
 
     Args:
-        resample: ``None`` (default): student and teacher grids must be equal and the student may not
-            be wider than its teacher, otherwise a ValueError at construction. ``'area'``: opt-in for
+        resample: ``None`` (default): student and teacher grids must be equal and the student may
+        not
+            be wider than its teacher, otherwise a ValueError at construction. ``'area'``: opt-in
+            for
             heterogeneous pairs: the larger grid is reduced to the smaller by area (adaptive
             average) pooling on each axis, and the wider side, student or teacher, is average-pooled
             over adjacent channels to the narrower. Nothing is upsampled and nothing is learned.
@@ -131,8 +137,10 @@ class SpectralKDLoss(DistillLoss):
             taps = getattr(self, f'{role}_taps')
             extra = getattr(self, f'{role}_extra')
             spaces[role] = [_positions_and_channels(s, extra) for s in shapes['feats']]
-            tokens_without_grid = [p for p, s in zip(taps['feats'], shapes['feats'])
-                                   if not isinstance(s, list) and len(s) == 2]
+            tokens_without_grid = [
+                p for p, s in zip(taps['feats'], shapes['feats'])
+                if not isinstance(s, list) and len(s) == 2
+            ]
             if tokens_without_grid and 'grid' not in taps:
                 backbone = getattr(model, 'backbone', model)
                 grid = getattr(backbone, 'patch_resolution', None)
@@ -145,8 +153,9 @@ class SpectralKDLoss(DistillLoss):
                 self._fallback_grid[role] = tuple(grid)
         problems = []
         for i, ((ps, cs, gs), (pt, ct, gt)) in enumerate(zip(spaces['student'], spaces['teacher'])):
-            where = (f"pair {i} (student {self.student_taps['feats'][i]} {student_shapes['feats'][i]}"
-                     f", teacher {self.teacher_taps['feats'][i]} {teacher_shapes['feats'][i]})")
+            where = (
+                f"pair {i} (student {self.student_taps['feats'][i]} {student_shapes['feats'][i]}"
+                f", teacher {self.teacher_taps['feats'][i]} {teacher_shapes['feats'][i]})")
             if ps != pt or (gs and gt and gs != gt):
                 problems.append(f'{where}: spatial grids differ ({ps} vs {pt} positions)')
             if cs > ct:
@@ -184,7 +193,8 @@ class SpectralKDLoss(DistillLoss):
 
     def forward(self, student_feats, teacher_feats, data_samples=None, progress=None):
         terms = []
-        for fs, ft in zip(self._maps(student_feats, 'student'), self._maps(teacher_feats, 'teacher')):
+        for fs, ft in zip(
+                self._maps(student_feats, 'student'), self._maps(teacher_feats, 'teacher')):
             fs, ft = self.align(fs, ft.detach())
             terms.append(spectral_mse(fs, ft))
         return {self.term(): self.loss_weight * torch.stack(terms).mean()}

@@ -1,14 +1,14 @@
 """ViTKD (Yang et al., 2022): mimic shallow layers, generate the deep layer from a masked student.
 """
 import math
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
 
 from mmkd_ext.registry import MODELS, build_module
-from mmkd_ext.utils.tokens import (as_tokens, feature_dims, grid_of, map_to_tokens,
-                                   num_extra_tokens, split_tap, tokens_to_map)
+from mmkd_ext.utils.tokens import (as_tokens, feature_dims, grid_of, map_to_tokens, split_tap,
+                                   tokens_to_map)
 from .base import DistillLoss
 
 
@@ -61,21 +61,26 @@ class ViTKDLoss(DistillLoss):
     its taps are dropped (the teacher then stops earlier, e.g. after block 1 for mimicking only).
 
     Args:
-        alpha: weight of the mimicking term (3e-5 in the paper).
-        beta: weight of the generation term (3e-6 in the paper).
-        mask_ratio: lambda, the fraction of masked tokens (0.5).
-        reduction: 'sum' (reference) or 'mean'.
-        mimic: 'linear' (projector, the method) or 'correlation' (Table 8 ablation).
-        projector: config of the projectors (in/out dims filled at set-up).
-        generator: config of the generative block (channels filled at set-up); its ``variant`` gives
-            the Table 7 ablations.
+        alpha (float): weight of the mimicking term. Defaults to 3e-5 (the paper's).
+        beta (float): weight of the generation term. Defaults to 3e-6 (the paper's).
+        mask_ratio (float): lambda, the fraction of masked tokens, in [0, 1). Defaults to 0.5.
+        reduction (str): 'sum' (reference) or 'mean'. Defaults to 'sum'.
+        mimic (str): 'linear' (projector, the method) or 'correlation' (Table 8 ablation).
+            Defaults to 'linear'.
+        projector (dict, optional): config of the projectors (in/out dims filled at set-up).
+            Defaults to :class:`LinearProjector`.
+        generator (dict, optional): config of the generative block (channels filled at set-up);
+            its ``variant`` gives the Table 7 ablations. Defaults to the conv block.
+
+    Returns (forward): ``{'loss_vitkd_mimic': scalar, 'loss_vitkd_gen': scalar}`` (a term with
+    weight 0 is absent).
     """
     default_student_taps = dict(
         shallow=['backbone.layers.0', 'backbone.layers.1'],
         deep='backbone.ln1',
         grid='backbone.patch_embed')
-    default_teacher_taps = dict(shallow=['backbone.layers.0', 'backbone.layers.1'],
-                                deep='backbone.ln1')
+    default_teacher_taps = dict(
+        shallow=['backbone.layers.0', 'backbone.layers.1'], deep='backbone.ln1')
     default_name = 'vitkd'
 
     def __init__(self,
@@ -102,7 +107,8 @@ class ViTKDLoss(DistillLoss):
         self.generator_cfg = generator or dict(type='MaskedGenerativeBlock', variant='conv')
         self.check_reduction(reduction)
         # A zero-weight term reads nothing, so the teacher can stop earlier.
-        self.drop_taps(*(['shallow'] if alpha == 0 else []) + (['deep', 'grid'] if beta == 0 else []))
+        self.drop_taps(*(['shallow'] if alpha == 0 else []) +
+                       (['deep', 'grid'] if beta == 0 else []))
 
     # --------------------------------------------------------------------------- set-up
     def setup(self, student_shapes, teacher_shapes, student, teacher):
@@ -115,8 +121,8 @@ class ViTKDLoss(DistillLoss):
                                  f'{len(t_list)} teacher shallow taps.')
             if self.mimic == 'linear':
                 self.mimic_projectors = nn.ModuleList([
-                    build_module(self.projector_cfg, in_dims=feature_dims(s),
-                                 out_dims=feature_dims(t))
+                    build_module(
+                        self.projector_cfg, in_dims=feature_dims(s), out_dims=feature_dims(t))
                     for s, t in zip(s_list, t_list)
                 ])
         if self.beta > 0:

@@ -21,12 +21,15 @@ class LinearProjector(nn.Module):
             reference code has no projector when the widths match).
     """
 
-    def __init__(self, in_dims: int, out_dims: int, bias: bool = True,
+    def __init__(self,
+                 in_dims: int,
+                 out_dims: int,
+                 bias: bool = True,
                  identity_if_equal: bool = True):
         super().__init__()
         self.in_dims, self.out_dims = in_dims, out_dims
-        self.fc = (None if identity_if_equal and in_dims == out_dims else
-                   nn.Linear(in_dims, out_dims, bias=bias))
+        self.fc = (None if identity_if_equal and in_dims == out_dims else nn.Linear(
+            in_dims, out_dims, bias=bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1 if x.dim() == 3 else 1] != self.in_dims:

@@ -80,8 +80,8 @@ class _HistoryBufferRebuilder:
         unknown = sorted(map(repr, set(state) - known))
         missing = [k for k in _HISTORY_BUFFER_FIELDS if k not in state]
         if unknown or missing:
-            problems = ([f'unknown fields [{", ".join(unknown)}]'] if unknown else []) + (
-                [f'missing fields {missing}'] if missing else [])
+            problems = ([f'unknown fields [{", ".join(unknown)}]']
+                        if unknown else []) + ([f'missing fields {missing}'] if missing else [])
             _refuse(f'a HistoryBuffer state has {" and ".join(problems)}; a HistoryBuffer holds '
                     f'exactly {list(_HISTORY_BUFFER_FIELDS)} and its statistics methods')
         if self.__dict__:
@@ -102,8 +102,11 @@ class _HistoryBufferRebuilder:
         if type(methods) is not dict or any(
                 k not in _HISTORY_BUFFER_STATISTICS or v is not vars(HistoryBuffer)[k]
                 for k, v in methods.items()):
-            got = ({k: getattr(v, '__qualname__', type(v).__name__) for k, v in methods.items()}
-                   if type(methods) is dict else type(methods).__name__)
+            got = ({
+                k: getattr(v, '__qualname__',
+                           type(v).__name__)
+                for k, v in methods.items()
+            } if type(methods) is dict else type(methods).__name__)
             _refuse(f'HistoryBuffer statistics_methods may only map {_HISTORY_BUFFER_STATISTICS} '
                     f'to HistoryBuffer\'s own methods of those names, got {got}')
         self.__class__ = HistoryBuffer
@@ -126,9 +129,8 @@ def _history_buffer_statistic(obj, name):
     """
     if obj is _HistoryBufferRebuilder and type(name) is str and name in _HISTORY_BUFFER_STATISTICS:
         return vars(HistoryBuffer)[name]
-    what = 'HistoryBuffer' if obj is _HistoryBufferRebuilder else (
-        obj.__name__ if isinstance(obj, type) else
-        f'a {type(obj).__module__}.{type(obj).__qualname__} object')
+    what = 'HistoryBuffer' if obj is _HistoryBufferRebuilder else (obj.__name__ if isinstance(
+        obj, type) else f'a {type(obj).__module__}.{type(obj).__qualname__} object')
     _refuse(f'getattr({what}, {name!r}) is not allowed: the only attribute access a checkpoint '
             f'may ask for is getattr(HistoryBuffer, one of {_HISTORY_BUFFER_STATISTICS}), which is '
             f'how MMEngine pickles its statistics methods')
@@ -208,10 +210,9 @@ def _torch_load(filename: str, head: bytes, **kwargs):
                 filename, f'is not a file written by torch.save (it begins with {head!r}; a '
                 f'failed download may have saved an error page instead)') from err
         text = str(err)
-        damaged = isinstance(err, EOFError) or (
-            isinstance(err, RuntimeError) and ('PytorchStreamReader' in text
-                                               or 'unexpected EOF' in text)) or (
-            isinstance(err, pickle.UnpicklingError) and 'pickle data was truncated' in text)
+        damaged = isinstance(err, EOFError) or (isinstance(
+            err, RuntimeError) and ('PytorchStreamReader' in text or 'unexpected EOF' in text)) or (
+                isinstance(err, pickle.UnpicklingError) and 'pickle data was truncated' in text)
         if damaged:
             detail = type(err).__name__ + (f': {text.splitlines()[0]}' if text else '')
             raise _corrupt_error(filename, f'is truncated or corrupt ({detail})') from err
@@ -231,16 +232,18 @@ def _check_file(filename: str) -> bytes:
         head = f.read(8)
     # torch.save writes a zip whose directory is at the very end: a cut-off file has none.
     if head.startswith(b'PK') and not zipfile.is_zipfile(filename):
-        raise _corrupt_error(filename, 'is truncated or corrupt: it starts like a torch.save zip '
-                                       'archive but lacks the directory that closes one')
+        raise _corrupt_error(
+            filename, 'is truncated or corrupt: it starts like a torch.save zip '
+            'archive but lacks the directory that closes one')
     return head
 
 
 def _refusal_reason(filename: str, err: pickle.UnpicklingError) -> str:
     names = allowed_globals()
     try:
-        unknown = sorted(g for g in torch.serialization.get_unsafe_globals_in_checkpoint(filename)
-                         if g not in names)
+        unknown = sorted(
+            g for g in torch.serialization.get_unsafe_globals_in_checkpoint(filename)
+            if g not in names)
     except Exception:  # noqa: B902 (legacy, non-zip files: fall back to the unpickler's words)
         unknown = []
     # torch re-raises the unpickler's error (a refusal by a rebuilder above) as its context.
@@ -319,7 +322,9 @@ def load_from_local(filename: str, map_location=None):
     return load_checkpoint_file(filename, map_location=map_location)
 
 
-def load_from_http(url: str, map_location=None, model_dir: Optional[str] = None,
+def load_from_http(url: str,
+                   map_location=None,
+                   model_dir: Optional[str] = None,
                    progress: bool = os.isatty(0)):
     """MMEngine's loader for ``http(s)://``: :func:`download_checkpoint`, then
     :func:`load_checkpoint_file` (the policy of local files). With several processes, rank 0
@@ -387,7 +392,9 @@ def unwrap_state_dict(ckpt, keys: Sequence[str] = ('state_dict', 'model', 'modul
     return out
 
 
-def load_state_dict_with_report(model: nn.Module, checkpoint: str, min_matched: float = 0.5,
+def load_state_dict_with_report(model: nn.Module,
+                                checkpoint: str,
+                                min_matched: float = 0.5,
                                 prefix: Optional[str] = None,
                                 logger: Optional[MMLogger] = None) -> dict:
     """Load ``checkpoint`` into the teacher and report missing, unexpected and mis-shaped keys.
@@ -410,12 +417,14 @@ def load_state_dict_with_report(model: nn.Module, checkpoint: str, min_matched: 
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     own = model.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                  for k, v in state.items() if k in own and own[k].shape != v.shape]
+    mismatched = [
+        f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+        for k, v in state.items() if k in own and own[k].shape != v.shape
+    ]
     missing = [k for k in own if k not in matched]
     unexpected = [k for k in state if k not in own]
-    report = dict(matched=len(matched), missing=missing, unexpected=unexpected,
-                  mismatched=mismatched)
+    report = dict(
+        matched=len(matched), missing=missing, unexpected=unexpected, mismatched=mismatched)
     fraction = len(matched) / max(len(own), 1)
     if fraction < min_matched:
         example_ckpt = ', '.join(list(state)[:4]) or '(no tensors)'
@@ -431,8 +440,10 @@ def load_state_dict_with_report(model: nn.Module, checkpoint: str, min_matched: 
     for name, keys in (('missing in checkpoint', missing), ('unexpected in checkpoint', unexpected),
                        ('wrong shape (not loaded)', mismatched)):
         if keys:
-            lines.append(f'  {name} ({len(keys)}): {", ".join(keys[:10])}'
-                         + (' ...' if len(keys) > 10 else ''))
-    print_log('\n'.join(lines), logger=logger or 'current',
-              level=30 if (missing or unexpected or mismatched) else 20)
+            lines.append(f'  {name} ({len(keys)}): {", ".join(keys[:10])}' +
+                         (' ...' if len(keys) > 10 else ''))
+    print_log(
+        '\n'.join(lines),
+        logger=logger or 'current',
+        level=30 if (missing or unexpected or mismatched) else 20)
     return report

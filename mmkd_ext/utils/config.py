@@ -29,8 +29,8 @@ def package_config_path(spec: str) -> str:
         for dirpath, _, files in os.walk(root):
             known += [osp.relpath(osp.join(dirpath, f), root) for f in files if f.endswith('.py')]
         close = difflib.get_close_matches(rel, known, n=6, cutoff=0.4)
-        raise FileNotFoundError(
-            f'{package} has no config {rel!r} (looked in {root}). Closest: {", ".join(close) or "-"}')
+        raise FileNotFoundError(f'{package} has no config {rel!r} (looked in {root}). '
+                                f'Closest: {", ".join(close) or "-"}')
     return path
 
 
@@ -56,7 +56,8 @@ def load_model_config(spec: ModelSpec) -> ConfigDict:
     return model
 
 
-def load_config(config: Union[str, Config], cfg_options: Optional[dict] = None,
+def load_config(config: Union[str, Config],
+                cfg_options: Optional[dict] = None,
                 activate: bool = False) -> Config:
     """A config from a path, ``package::path`` or a Config, with ``cfg_options`` merged.
 

@@ -6,7 +6,8 @@ import torch
 
 def as_logits(value) -> torch.Tensor:
     """Logits (B, C) from a tapped head output: a tensor, or the first element of a tuple
-    (heads with several outputs, e.g. DeiT's class and distillation logits, put the class one first).
+    (heads with several outputs, e.g. DeiT's class and distillation logits, put the class one
+    first).
     """
     if isinstance(value, (list, tuple)):
         value = value[0]
@@ -17,7 +18,8 @@ def as_logits(value) -> torch.Tensor:
     return value
 
 
-def class_targets(data_samples: Optional[Sequence], num_classes: int,
+def class_targets(data_samples: Optional[Sequence],
+                  num_classes: int,
                   device=None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Hard labels (B,) and, when the batch was mixed (Mixup/CutMix), soft labels (B, C).
 

@@ -142,10 +142,12 @@ def sincos_pos_embed(grid: Grid, dims: int, device=None, dtype=None) -> torch.Te
     """
     h, w = grid
     quarter = dims // 4
-    omega = 1.0 / (10000**(torch.arange(quarter, device=device, dtype=torch.float32) /
-                           max(quarter, 1)))
-    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
-                            torch.arange(w, device=device, dtype=torch.float32), indexing='ij')
+    exponent = torch.arange(quarter, device=device, dtype=torch.float32) / max(quarter, 1)
+    omega = 1.0 / 10000**exponent
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=device, dtype=torch.float32),
+        torch.arange(w, device=device, dtype=torch.float32),
+        indexing='ij')
     parts = []
     for pos in (ys.reshape(-1), xs.reshape(-1)):
         angles = pos[:, None] * omega[None]

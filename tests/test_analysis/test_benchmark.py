@@ -40,45 +40,77 @@ def _result(student, teacher, distill, share, extra, sb, peak, sweep):
 
     def times(med):
         return dict(median=med, q1=med - 1, q3=med + 2, min=med - 1, n=5)
-    mem = {k: dict(saved_for_backward_mb=s, peak_mb=p)
-           for k, s, p in zip(('student', 'teacher', 'distill'), sb, peak)}
+
+    mem = {
+        k: dict(saved_for_backward_mb=s, peak_mb=p)
+        for k, s, p in zip(('student', 'teacher', 'distill'), sb, peak)
+    }
     mem.update(teacher_weights_mb=84.0, teacher_taps_mb=0.5, method_params_mb=2.25)
     return dict(
-        machine=dict(cpu='Test CPU', machine='x86_64', cpu_count=2, torch='2.x', torch_threads=2,
-                     device='cpu'),
+        machine=dict(
+            cpu='Test CPU',
+            machine='x86_64',
+            cpu_count=2,
+            torch='2.x',
+            torch_threads=2,
+            device='cpu'),
         settings=dict(iters=5, warmup=2),
-        main=dict(batch=8, image_size=[224, 224], floor_ms=student + teacher,
-                  overhead_ratio=distill / (student + teacher),
-                  times_ms=dict(student=times(student), teacher=times(teacher),
-                                distill=times(distill), teacher_full=times(teacher + 10)),
-                  memory=mem),
-        methods=[dict(name='a', type='ViTKDLoss', ms=share - 1.0, trainable_params=extra),
-                 dict(name='b', type='KDLoss', ms=1.0, trainable_params=0)],
+        main=dict(
+            batch=8,
+            image_size=[224, 224],
+            floor_ms=student + teacher,
+            overhead_ratio=distill / (student + teacher),
+            times_ms=dict(
+                student=times(student),
+                teacher=times(teacher),
+                distill=times(distill),
+                teacher_full=times(teacher + 10)),
+            memory=mem),
+        methods=[
+            dict(name='a', type='ViTKDLoss', ms=share - 1.0, trainable_params=extra),
+            dict(name='b', type='KDLoss', ms=1.0, trainable_params=0)
+        ],
         params=dict(student=1, teacher=2, extra_trainable=extra),
-        sweep_batch=sweep, sweep_size=[])
+        sweep_batch=sweep,
+        sweep_size=[])
 
 
 def test_markdown_shows_the_numbers_of_the_json():
     report = _tool_module('benchmark_report')
-    sweep = [dict(batch=2, image_size=224, student_ms=111.0, teacher_ms=50.0, distill_ms=177.0,
-                  floor_ms=161.0, overhead_ratio=1.099)]
-    results = [('cfg_a', _result(300.0, 200.0, 612.0, 42.5, 2877696, (251.0, 0.0, 263.0),
-                                 (208.0, 25.0, 220.0), sweep)),
-               ('cfg_b', _result(123.0, 45.0, 170.0, 0.3, 0, (90.0, 0.0, 90.0),
-                                 (70.0, 11.0, 69.0), []))]
+    sweep = [
+        dict(
+            batch=2,
+            image_size=224,
+            student_ms=111.0,
+            teacher_ms=50.0,
+            distill_ms=177.0,
+            floor_ms=161.0,
+            overhead_ratio=1.099)
+    ]
+    results = [('cfg_a',
+                _result(300.0, 200.0, 612.0, 42.5, 2877696, (251.0, 0.0, 263.0),
+                        (208.0, 25.0, 220.0), sweep)),
+               ('cfg_b',
+                _result(123.0, 45.0, 170.0, 0.3, 0, (90.0, 0.0, 90.0), (70.0, 11.0, 69.0), []))]
     md = report.markdown(results, 'python tools/analysis/benchmark.py X')
     assert 'Batch 8, 224 px, 5 timed steps of each kind after 2 warm-up' in md
     main = _rows(md, '| config | method |')
-    assert main[0] == ['cfg_a', 'ViTKD + KD', '300 [299-302]', '200 [199-202]', '500',
-                       '612 [611-614]', '1.224', '42.5', '2,877,696']
-    assert main[1] == ['cfg_b', 'ViTKD + KD', '123 [122-125]', '45 [44-47]', '168',
-                       '170 [169-172]', '1.012', '0.3', '0']
+    assert main[0] == [
+        'cfg_a', 'ViTKD + KD', '300 [299-302]', '200 [199-202]', '500', '612 [611-614]', '1.224',
+        '42.5', '2,877,696'
+    ]
+    assert main[1] == [
+        'cfg_b', 'ViTKD + KD', '123 [122-125]', '45 [44-47]', '168', '170 [169-172]', '1.012',
+        '0.3', '0'
+    ]
     memory = _rows(md, '| config | saved for backward')
     # bound = student peak + taps + method params; act. = distill - student saved for backward.
-    assert memory[0] == ['cfg_a', '251 / 0 / 263', '208 / 25 / 220', '84', '0.5', '2.25', '211',
-                         '12', 'no / yes']
-    assert memory[1] == ['cfg_b', '90 / 0 / 90', '70 / 11 / 69', '84', '0.5', '2.25', '73', '0',
-                         'yes / yes']
+    assert memory[0] == [
+        'cfg_a', '251 / 0 / 263', '208 / 25 / 220', '84', '0.5', '2.25', '211', '12', 'no / yes'
+    ]
+    assert memory[1] == [
+        'cfg_b', '90 / 0 / 90', '70 / 11 / 69', '84', '0.5', '2.25', '73', '0', 'yes / yes'
+    ]
     sweep_rows = _rows(md, '| config | batch |')
     assert sweep_rows == [['cfg_a', '2', '224', '111', '161', '177', '1.099']]
 
@@ -96,9 +128,13 @@ def test_peak_rss_sees_a_freed_block():
 
 def test_benchmark_tool_on_a_tiny_config(tmp_path):
     md_path = tmp_path / 'bench.md'
-    cmd = [sys.executable, 'tools/analysis/benchmark.py', KD_CFG, '--batch', '4', '--size', '8',
-           '--iters', '3', '--warmup', '1', '--sweep-batch', '2', '4', '--sweep-size', '8', '12',
-           '--threads', '1', '--out-dir', str(tmp_path), '--markdown', str(md_path)]
+    cmd = [
+        sys.executable, 'tools/analysis/benchmark.py', KD_CFG, '--batch', '4', '--size', '8',
+        '--iters', '3', '--warmup', '1', '--sweep-batch', '2', '4', '--sweep-size', '8', '12',
+        '--threads', '1', '--out-dir',
+        str(tmp_path), '--markdown',
+        str(md_path)
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     name = osp.splitext(osp.basename(KD_CFG))[0]

@@ -9,12 +9,12 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
+from conftest import KD_CFG, ROOT, STUDENT_CFG, TEACHER_CFG
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from PIL import Image
 
 import mmkd_ext  # noqa: F401
-from conftest import KD_CFG, ROOT, STUDENT_CFG, TEACHER_CFG
 
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 TEST_PIPELINE = [
@@ -24,10 +24,19 @@ TEST_PIPELINE = [
     dict(type='PackInputs'),
 ]
 TINY_MODELS = {
-    'vit': dict(type='VisionTransformer', img_size=32, patch_size=8,
-                arch=dict(embed_dims=32, num_layers=7, num_heads=2, feedforward_channels=64)),
-    'swin': dict(type='SwinTransformer', img_size=32, window_size=2, pad_small_map=True,
-                 arch=dict(embed_dims=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2])),
+    'vit':
+    dict(
+        type='VisionTransformer',
+        img_size=32,
+        patch_size=8,
+        arch=dict(embed_dims=32, num_layers=7, num_heads=2, feedforward_channels=64)),
+    'swin':
+    dict(
+        type='SwinTransformer',
+        img_size=32,
+        window_size=2,
+        pad_small_map=True,
+        arch=dict(embed_dims=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2])),
 }
 
 
@@ -42,15 +51,19 @@ def _tool():
 def _tiny_config(tmp_path, kind, with_pipeline=True):
     """A config file of a tiny random mmpretrain classifier (ImageNet normalisation, BGR -> RGB),
     with a 32 x 32 ImageNet-style test pipeline in its val dataloader."""
-    cfg = dict(default_scope='mmpretrain', model=dict(
-        type='ImageClassifier',
-        data_preprocessor=dict(num_classes=10, mean=MEAN, std=STD, to_rgb=True),
-        backbone=TINY_MODELS[kind],
-        neck=None if kind == 'vit' else dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=10, in_channels=32 if kind == 'vit' else 64)))
+    cfg = dict(
+        default_scope='mmpretrain',
+        model=dict(
+            type='ImageClassifier',
+            data_preprocessor=dict(num_classes=10, mean=MEAN, std=STD, to_rgb=True),
+            backbone=TINY_MODELS[kind],
+            neck=None if kind == 'vit' else dict(type='GlobalAveragePooling'),
+            head=dict(
+                type='LinearClsHead', num_classes=10, in_channels=32 if kind == 'vit' else 64)))
     if with_pipeline:  # the dataset itself is never built by these tests
-        cfg['val_dataloader'] = dict(batch_size=4, dataset=dict(
-            type='CustomDataset', data_root='unused', pipeline=TEST_PIPELINE))
+        cfg['val_dataloader'] = dict(
+            batch_size=4,
+            dataset=dict(type='CustomDataset', data_root='unused', pipeline=TEST_PIPELINE))
     path = str(tmp_path / f'tiny_{kind}.py')
     Config(cfg).dump(path)
     return path
@@ -71,8 +84,10 @@ def _spectra_by_hand(model, inputs, layers, patch=None):
     """Spectral intensity and channel spectrum per layer without the package's helpers: forward
     hooks, tokens laid on their grid here (cls token first, then the patch grid row-major)."""
     outs = {}
-    handles = [model.get_submodule(p).register_forward_hook(
-        lambda mod, args, out, p=p: outs.__setitem__(p, out)) for p in layers]
+    handles = [
+        model.get_submodule(p).register_forward_hook(
+            lambda mod, args, out, p=p: outs.__setitem__(p, out)) for p in layers
+    ]
     model.eval()
     with torch.no_grad():
         model(inputs, mode='tensor')
@@ -156,8 +171,12 @@ def test_analysis_tool_on_a_small_random_model(tmp_path, kind):
     path = _tiny_config(tmp_path, kind)
     model = _saved_model(Config.fromfile(path).model, tmp_path / 'w.pth')
     out = tmp_path / 'out'
-    report = _tool().main([path, '--checkpoint', str(tmp_path / 'w.pth'), '--num-images', '6',
-                           '--batch-size', '4', '--num-layers', '3', '--out-dir', str(out)])
+    report = _tool().main([
+        path, '--checkpoint',
+        str(tmp_path / 'w.pth'), '--num-images', '6', '--batch-size', '4', '--num-layers', '3',
+        '--out-dir',
+        str(out)
+    ])
     for name in ('spectral_intensity.png', 'channel_spectra.png'):
         assert (out / name).stat().st_size > 1000
         assert (out / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
@@ -179,14 +198,14 @@ def test_analysis_tool_on_a_small_random_model(tmp_path, kind):
     intensity, channel = _spectra_by_hand(model, inputs, res['layers'], patch=8)
     # PIL and torch resample within a tenth of a grey level: close, not bit-equal.
     np.testing.assert_allclose(res['intensity'], intensity, rtol=1e-3)
-    np.testing.assert_allclose(res['channel_spectrum'][-1], channel[-1].numpy(), rtol=1e-2,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        res['channel_spectrum'][-1], channel[-1].numpy(), rtol=1e-2, atol=1e-4)
     assert res['proposed'] == _top(intensity, 3) == _top(res['intensity'], 3)
     # With the tool's own crops the numbers agree to float precision.
     raw, boxes = _tool().sample_photo_crops(6, (3, 32, 32), seed=0)
     assert boxes == saved['inputs']
-    exact, _ = _spectra_by_hand(model, _normalise_rgb(raw.flip(1).permute(0, 2, 3, 1)),
-                                res['layers'], patch=8)
+    exact, _ = _spectra_by_hand(
+        model, _normalise_rgb(raw.flip(1).permute(0, 2, 3, 1)), res['layers'], patch=8)
     np.testing.assert_allclose(res['intensity'], exact, rtol=1e-4)
 
 
@@ -198,16 +217,20 @@ def test_analysis_tool_on_an_image_folder(tmp_path):
     china, flower = load_sample_images().images
     folder = tmp_path / 'images'
     (folder / 'sub').mkdir(parents=True)
-    Image.fromarray(china[100:132, 200:248]).save(folder / 'a.png')           # 32 x 48: crop only
-    Image.fromarray(flower[50:114, 300:396]).save(folder / 'sub' / 'b.png')   # 64 x 96: halved
+    Image.fromarray(china[100:132, 200:248]).save(folder / 'a.png')  # 32 x 48: crop only
+    Image.fromarray(flower[50:114, 300:396]).save(folder / 'sub' / 'b.png')  # 64 x 96: halved
     Image.fromarray(china[200:240, 400:432]).save(folder / 'c.jpg', quality=95)  # 40 x 32
     (folder / 'notes.txt').write_text('not an image')
     path = _tiny_config(tmp_path, 'vit')
     model = _saved_model(Config.fromfile(path).model, tmp_path / 'w.pth')
     out = tmp_path / 'out'
     tool = _tool()
-    report = tool.main([path, '--data', str(folder), '--checkpoint', str(tmp_path / 'w.pth'),
-                        '--num-layers', '3', '--out-dir', str(out)])
+    report = tool.main([
+        path, '--data',
+        str(folder), '--checkpoint',
+        str(tmp_path / 'w.pth'), '--num-layers', '3', '--out-dir',
+        str(out)
+    ])
     assert report['inputs'] == [{'file': 'a.png'}, {'file': 'c.jpg'}, {'file': 'sub/b.png'}]
     assert report['num_images'] == 3 and report['input_shape'] == {'model': [3, 32, 32]}
     assert (out / 'spectral_intensity.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
@@ -218,14 +241,14 @@ def test_analysis_tool_on_an_image_folder(tmp_path):
     b = load('sub/b.png')
     b = (b[0::2, 0::2] + b[1::2, 0::2] + b[0::2, 1::2] + b[1::2, 1::2]) / 4  # bilinear at 1/2
     expected = [load('a.png')[:, 8:40], load('c.jpg')[4:36], b[:, 8:40]]  # centre 32 x 32
-    images, _ = tool.folder_images(str(folder), tool.folder_pipeline(Config.fromfile(path),
-                                                                     (3, 32, 32)), 10)
+    images, _ = tool.folder_images(
+        str(folder), tool.folder_pipeline(Config.fromfile(path), (3, 32, 32)), 10)
     for img, ref, tol in zip(images, expected, (0, 2, 1)):
         rgb = img.flip(0).permute(1, 2, 0).double().numpy()  # LoadImageFromFile gives BGR
         assert rgb.shape == (32, 32, 3) and np.abs(rgb - ref).max() <= tol
     res = report['models']['model']
-    intensity, _ = _spectra_by_hand(model, _normalise_rgb(np.round(np.stack(expected))),
-                                    res['layers'], patch=8)
+    intensity, _ = _spectra_by_hand(
+        model, _normalise_rgb(np.round(np.stack(expected))), res['layers'], patch=8)
     np.testing.assert_allclose(res['intensity'], intensity, rtol=1e-3)  # JPEG decoders differ
     assert res['proposed'] == _top(intensity, 3)
 
@@ -245,9 +268,12 @@ def test_analysis_tool_on_a_distillation_config(tmp_path, capsys):
     teacher = _saved_model(load_model_config(TEACHER_CFG), tmp_path / 't.pth', seed=1)
     student = _saved_model(load_model_config(STUDENT_CFG), tmp_path / 's.pth', seed=2)
     out = tmp_path / 'out'
-    report = _tool().main([KD_CFG, '--data', 'val', '--num-images', '20', '--batch-size', '8',
-                           '--teacher-checkpoint', str(tmp_path / 't.pth'), '--checkpoint',
-                           str(tmp_path / 's.pth'), '--num-layers', '2', '--out-dir', str(out)])
+    report = _tool().main([
+        KD_CFG, '--data', 'val', '--num-images', '20', '--batch-size', '8', '--teacher-checkpoint',
+        str(tmp_path / 't.pth'), '--checkpoint',
+        str(tmp_path / 's.pth'), '--num-layers', '2', '--out-dir',
+        str(out)
+    ])
     assert set(report['models']) == {'teacher', 'student'}
     assert report['input_shape'] == {'teacher': [1, 8, 8], 'student': [1, 8, 8]}
     idx = [d['index'] for d in report['inputs']]
@@ -271,8 +297,11 @@ def test_analysis_tool_on_a_distillation_config(tmp_path, capsys):
     exec('method = ' + report['snippet'].rstrip(','), namespace)  # noqa: S102
     from mmkd_ext.distillers import Distiller
     init_default_scope('mmpretrain')
-    d = Distiller(student=STUDENT_CFG, teacher=TEACHER_CFG, input_shape=(1, 8, 8),
-                  methods=[namespace['method']])
+    d = Distiller(
+        student=STUDENT_CFG,
+        teacher=TEACHER_CFG,
+        input_shape=(1, 8, 8),
+        methods=[namespace['method']])
     assert torch.isfinite(d.loss(torch.randn(2, 1, 8, 8), _samples(2, 10))['loss_spectralkd'])
 
 
@@ -291,6 +320,7 @@ def test_bad_data_arguments_are_clear_errors(tmp_path, capsys):
 
 def test_pair_layers_gives_the_papers_cait_to_deit_pairing():
     from mmkd_ext.analysis.spectral import pair_layers
+
     # SpectralKD's CaiT-S24 (24 blocks) -> DeiT-T (12): teacher blocks 0, 1 and 18-23 are taught
     # to student blocks 0, 1 and 6-11 (configs/spectralkd, the paper's choice).
     teacher = [0, 1, 18, 19, 20, 21, 22, 23]

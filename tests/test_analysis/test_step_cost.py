@@ -58,8 +58,9 @@ def test_saved_for_backward_counts_each_storage_once():
 
 def test_saved_for_backward_matches_the_graph():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(4 * 6 * 6, 5), nn.LogSoftmax(dim=1))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5),
+        nn.LogSoftmax(dim=1))
     with SavedForBackward() as saved:
         loss = model(torch.randn(2, 3, 8, 8)).sum()
     expected = _graph_saved_bytes(loss.grad_fn)
@@ -72,8 +73,11 @@ def test_saved_for_backward_matches_the_graph():
 
 
 def test_time_interleaved_orders_by_duration():
-    times = time_interleaved(dict(short=lambda: time.sleep(0.01), long=lambda: time.sleep(0.04)),
-                             'cpu', iters=3, warmup=1)
+    times = time_interleaved(
+        dict(short=lambda: time.sleep(0.01), long=lambda: time.sleep(0.04)),
+        'cpu',
+        iters=3,
+        warmup=1)
     assert times['short']['n'] == times['long']['n'] == 3
     assert times['short']['median'] >= 10 and times['long']['median'] >= 40
     assert times['long']['median'] - times['short']['median'] > 15
@@ -102,6 +106,7 @@ def _slow(method, seconds, calls):
         calls.append(1)
         time.sleep(seconds)
         return forward(*args, **kwargs)
+
     method.forward = slow_forward
 
 
@@ -112,8 +117,10 @@ def kd_distiller():
     from mmkd_ext.utils.config import load_config
     model = load_config(KD_CFG, activate=True).model
     model.teacher_checkpoint = None
-    model.methods = [dict(type='KDLoss', tau=4.0, name='fast'),
-                     dict(type='KDLoss', tau=4.0, name='slow')]
+    model.methods = [
+        dict(type='KDLoss', tau=4.0, name='fast'),
+        dict(type='KDLoss', tau=4.0, name='slow')
+    ]
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     # One thread: on a shared CPU, spinning thread pools make tiny steps take seconds.

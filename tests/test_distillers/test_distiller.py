@@ -3,6 +3,7 @@ import os.path as osp
 
 import pytest
 import torch
+from conftest import KD_CFG, STUDENT_CFG, TEACHER_CFG, tiny_cfg
 from mmengine.hooks import Hook
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
@@ -10,13 +11,15 @@ from mmengine.runner import Runner
 import mmkd_ext  # noqa: F401
 from mmkd_ext.apis.export import export_student
 from mmkd_ext.distillers import Distiller
-from conftest import KD_CFG, STUDENT_CFG, TEACHER_CFG, tiny_cfg
 
 
 def build_distiller(**kw):
     init_default_scope('mmpretrain')
-    args = dict(student=STUDENT_CFG, teacher=TEACHER_CFG, input_shape=(1, 8, 8),
-                methods=[dict(type='KDLoss')])
+    args = dict(
+        student=STUDENT_CFG,
+        teacher=TEACHER_CFG,
+        input_shape=(1, 8, 8),
+        methods=[dict(type='KDLoss')])
     args.update(kw)
     return Distiller(**args)
 
@@ -93,7 +96,8 @@ def test_teacher_not_in_parameters_or_state_dict():
 
 def test_wrong_tap_path_names_near_matches():
     with pytest.raises(KeyError) as e:
-        build_distiller(methods=[dict(type='KDLoss', student_taps=dict(logits='backbone.layers.1'))])
+        build_distiller(
+            methods=[dict(type='KDLoss', student_taps=dict(logits='backbone.layers.1'))])
     msg = str(e.value)
     assert "The student has no module at path 'backbone.layers.1'" in msg
     assert 'backbone.layer1' in msg.split('Closest')[1]  # the near match is offered
@@ -188,8 +192,8 @@ def test_checkpoint_export_loads_into_plain_classifier(tmp_path, teacher_ckpt):
 
     # A distiller rebuilt from its config loads the checkpoint (the teacher comes from its own).
     from mmkd_ext.apis import build_runner
-    tester = build_runner(tiny_cfg(KD_CFG, tmp_path / 'test', teacher_checkpoint=teacher_ckpt),
-                          load_from=ckpt_path)
+    tester = build_runner(
+        tiny_cfg(KD_CFG, tmp_path / 'test', teacher_checkpoint=teacher_ckpt), load_from=ckpt_path)
     metrics = tester.test()
     # ...and tests the student: its top-1 is the exported classifier's, counted here by hand.
     hits = total = 0
@@ -209,8 +213,8 @@ class LossRecorder(Hook):
         self.losses = []
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        self.losses.append((runner.epoch, batch_idx, float(outputs['loss']),
-                            float(outputs['loss_kd'])))
+        self.losses.append(
+            (runner.epoch, batch_idx, float(outputs['loss']), float(outputs['loss_kd'])))
 
 
 class SimulatedKill(Exception):
@@ -226,6 +230,7 @@ class Crash(Hook):
 
 
 def test_kill_and_resume_continues_with_the_same_losses(tmp_path, teacher_ckpt):
+
     def run(work, hooks, resume=False):
         cfg = tiny_cfg(KD_CFG, work, max_epochs=2, augment=False, teacher_checkpoint=teacher_ckpt)
         cfg.resume = resume
@@ -286,8 +291,11 @@ def test_deepcopy_and_ema_share_the_teacher(tmp_path, teacher_ckpt):
     ema = next(h for h in runner.hooks if type(h).__name__ == 'EMAHook').ema_model.module
     model = runner.model
     assert ema.teacher is model.teacher
-    storages = {p.untyped_storage().data_ptr() for m in (ema, model)
-                for p in m.teacher.parameters()}
+    storages = {
+        p.untyped_storage().data_ptr()
+        for m in (ema, model)
+        for p in m.teacher.parameters()
+    }
     assert len(storages) == len(list(model.teacher.parameters()))
 
 
@@ -295,8 +303,8 @@ def test_teacher_with_checkpoint_does_not_fetch_its_pretrained_init(teacher_ckpt
     from mmengine.config import Config
     teacher = Config.fromfile(TEACHER_CFG).model
     # Nothing listens on this port: any attempt to fetch it fails at once.
-    teacher.backbone.init_cfg = dict(type='Pretrained',
-                                     checkpoint='http://127.0.0.1:9/imagenet.pth')
+    teacher.backbone.init_cfg = dict(
+        type='Pretrained', checkpoint='http://127.0.0.1:9/imagenet.pth')
     d = build_distiller(teacher=teacher, teacher_checkpoint=teacher_ckpt)
     state = torch.load(teacher_ckpt, weights_only=False)['state_dict']
     assert all(torch.equal(d.teacher.state_dict()[k], v) for k, v in state.items())
@@ -341,17 +349,20 @@ def test_teacher_gets_its_own_normalisation():
 
     student = rgb_net(4, [120.0, 110.0, 100.0], [60.0, 55.0, 50.0], True)
     teacher = rgb_net(8, [0.0, 10.0, 20.0], [255.0, 128.0, 64.0], False)
-    d = Distiller(student=student, teacher=teacher, input_shape=(3, 8, 8),
-                  methods=[dict(type='KDLoss')])
+    d = Distiller(
+        student=student, teacher=teacher, input_shape=(3, 8, 8), methods=[dict(type='KDLoss')])
     from mmpretrain.structures import DataSample
-    data = dict(inputs=[torch.randint(0, 255, (3, 8, 8), dtype=torch.uint8) for _ in range(3)],
-                data_samples=[DataSample().set_gt_label(0) for _ in range(3)])
+    data = dict(
+        inputs=[torch.randint(0, 255, (3, 8, 8), dtype=torch.uint8) for _ in range(3)],
+        data_samples=[DataSample().set_gt_label(0) for _ in range(3)])
     x_s = d.data_preprocessor(data, False)['inputs']
     expected = d.teacher.data_preprocessor(data, False)['inputs']
     assert not torch.allclose(x_s, expected)
     assert torch.allclose(d.teacher_inputs(x_s), expected, atol=1e-4)
     # Equal normalisations: the batch goes through untouched.
-    same = Distiller(student=student, teacher=rgb_net(8, [120.0, 110.0, 100.0],
-                                                      [60.0, 55.0, 50.0], True),
-                     input_shape=(3, 8, 8), methods=[dict(type='KDLoss')])
+    same = Distiller(
+        student=student,
+        teacher=rgb_net(8, [120.0, 110.0, 100.0], [60.0, 55.0, 50.0], True),
+        input_shape=(3, 8, 8),
+        methods=[dict(type='KDLoss')])
     assert same.teacher_inputs(x_s) is x_s

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+from conftest import KD_CFG, ROOT, tiny_cfg
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper
 from mmengine.registry import init_default_scope
@@ -14,7 +15,6 @@ import mmkd_ext  # noqa: F401
 from mmkd_ext.distillers import Distiller
 from mmkd_ext.losses import DistillLoss
 from mmkd_ext.registry import MODELS
-from conftest import KD_CFG, ROOT, tiny_cfg
 
 
 def grey_resnet(width=4, num_classes=10, **pre):
@@ -22,24 +22,28 @@ def grey_resnet(width=4, num_classes=10, **pre):
     return dict(
         type='ImageClassifier',
         data_preprocessor=dict(num_classes=num_classes, mean=[78.0], std=[96.0], **pre),
-        backbone=dict(type='ResNet_CIFAR', depth=18, in_channels=1, stem_channels=width,
-                      base_channels=width),
+        backbone=dict(
+            type='ResNet_CIFAR', depth=18, in_channels=1, stem_channels=width, base_channels=width),
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=8 * width))
 
 
 def distiller(**kw):
     init_default_scope('mmpretrain')
-    args = dict(student=grey_resnet(4), teacher=grey_resnet(8), input_shape=(1, 8, 8),
-                methods=[dict(type='KDLoss')])
+    args = dict(
+        student=grey_resnet(4),
+        teacher=grey_resnet(8),
+        input_shape=(1, 8, 8),
+        methods=[dict(type='KDLoss')])
     args.update(kw)
     return Distiller(**args)
 
 
 def digits_batch(n=4):
     from mmpretrain.structures import DataSample
-    return dict(inputs=[torch.randint(0, 255, (1, 8, 8), dtype=torch.uint8) for _ in range(n)],
-                data_samples=[DataSample().set_gt_label(i % 10) for i in range(n)])
+    return dict(
+        inputs=[torch.randint(0, 255, (1, 8, 8), dtype=torch.uint8) for _ in range(n)],
+        data_samples=[DataSample().set_gt_label(i % 10) for i in range(n)])
 
 
 # ----------------------------------------------------------------------------- logged loss
@@ -82,44 +86,78 @@ def test_logged_loss_is_the_optimised_total_in_a_runner(tmp_path, teacher_ckpt):
 
 def test_logged_loss_is_the_optimised_total_mmdet():
     from mmdet.testing import demo_mm_inputs
+
     from mmkd_ext.utils.config import load_model_config
     init_default_scope('mmdet')
     cfg = load_model_config('mmdet::retinanet/retinanet_r18_fpn_1x_coco.py')
     cfg.backbone.init_cfg = None
-    d = Distiller(student=cfg, teacher=cfg.deepcopy(), input_shape=(3, 64, 64),
-                  methods=[dict(type='FitNetLoss', student_taps=dict(feats='backbone.layer4'),
-                                teacher_taps=dict(feats='backbone.layer4'))])
-    log = d.train_step(demo_mm_inputs(2, [[3, 64, 64], [3, 64, 64]], num_classes=80),
-                       OptimWrapper(torch.optim.SGD(d.parameters(), lr=0.0)))
+    d = Distiller(
+        student=cfg,
+        teacher=cfg.deepcopy(),
+        input_shape=(3, 64, 64),
+        methods=[
+            dict(
+                type='FitNetLoss',
+                student_taps=dict(feats='backbone.layer4'),
+                teacher_taps=dict(feats='backbone.layer4'))
+        ])
+    log = d.train_step(
+        demo_mm_inputs(2, [[3, 64, 64], [3, 64, 64]], num_classes=80),
+        OptimWrapper(torch.optim.SGD(d.parameters(), lr=0.0)))
     assert {'loss_cls', 'loss_bbox', 'loss_fitnet'} <= set(_check_total(log))
 
 
 def test_logged_loss_is_the_optimised_total_mmseg():
-    from mmseg.structures import SegDataSample
     from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
     init_default_scope('mmseg')
     norm = dict(type='BN', requires_grad=True)
     seg = dict(
-        _scope_='mmseg', type='EncoderDecoder',
-        data_preprocessor=dict(type='SegDataPreProcessor', mean=[123.7, 116.3, 103.5],
-                               std=[58.4, 57.1, 57.4], bgr_to_rgb=True, size=(32, 32)),
-        backbone=dict(type='ResNetV1c', depth=18, base_channels=8, stem_channels=8,
-                      norm_cfg=norm, out_indices=(0, 1, 2, 3)),
-        decode_head=dict(type='FCNHead', in_channels=64, in_index=3, channels=16, num_convs=1,
-                         num_classes=4, norm_cfg=norm, align_corners=False,
-                         loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
-        train_cfg=dict(), test_cfg=dict(mode='whole'))
-    d = Distiller(student=seg, teacher=seg, input_shape=(3, 32, 32),
-                  methods=[dict(type='FitNetLoss', student_taps=dict(feats='backbone.layer4'),
-                                teacher_taps=dict(feats='backbone.layer4'))])
+        _scope_='mmseg',
+        type='EncoderDecoder',
+        data_preprocessor=dict(
+            type='SegDataPreProcessor',
+            mean=[123.7, 116.3, 103.5],
+            std=[58.4, 57.1, 57.4],
+            bgr_to_rgb=True,
+            size=(32, 32)),
+        backbone=dict(
+            type='ResNetV1c',
+            depth=18,
+            base_channels=8,
+            stem_channels=8,
+            norm_cfg=norm,
+            out_indices=(0, 1, 2, 3)),
+        decode_head=dict(
+            type='FCNHead',
+            in_channels=64,
+            in_index=3,
+            channels=16,
+            num_convs=1,
+            num_classes=4,
+            norm_cfg=norm,
+            align_corners=False,
+            loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
+        train_cfg=dict(),
+        test_cfg=dict(mode='whole'))
+    d = Distiller(
+        student=seg,
+        teacher=seg,
+        input_shape=(3, 32, 32),
+        methods=[
+            dict(
+                type='FitNetLoss',
+                student_taps=dict(feats='backbone.layer4'),
+                teacher_taps=dict(feats='backbone.layer4'))
+        ])
     samples = []
     for _ in range(2):
         s = SegDataSample()
         s.gt_sem_seg = PixelData(data=torch.randint(0, 4, (1, 32, 32)))
         s.set_metainfo(dict(img_shape=(32, 32), ori_shape=(32, 32), pad_shape=(32, 32)))
         samples.append(s)
-    data = dict(inputs=[torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8)] * 2,
-                data_samples=samples)
+    data = dict(
+        inputs=[torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8)] * 2, data_samples=samples)
     log = d.train_step(data, OptimWrapper(torch.optim.SGD(d.parameters(), lr=0.0)))
     assert {'decode.loss_ce', 'loss_fitnet'} <= set(_check_total(log))
 
@@ -129,11 +167,19 @@ def test_tap_overwritten_in_place_is_an_error_at_build():
     # ResNet's stem: conv1 -> bn1 -> ReLU(inplace=True). A tap on the BN would hold post-ReLU
     # values on the student, but true BN outputs on an early-stopped teacher.
     with pytest.raises(RuntimeError, match="student tap 'backbone.bn1' was modified in place"):
-        distiller(methods=[dict(type='FitNetLoss', student_taps=dict(feats='backbone.bn1'),
-                                teacher_taps=dict(feats='backbone.bn1'))])
+        distiller(methods=[
+            dict(
+                type='FitNetLoss',
+                student_taps=dict(feats='backbone.bn1'),
+                teacher_taps=dict(feats='backbone.bn1'))
+        ])
     # The activation after it is the right tap and builds.
-    distiller(methods=[dict(type='FitNetLoss', student_taps=dict(feats='backbone.relu'),
-                            teacher_taps=dict(feats='backbone.relu'))])
+    distiller(methods=[
+        dict(
+            type='FitNetLoss',
+            student_taps=dict(feats='backbone.relu'),
+            teacher_taps=dict(feats='backbone.relu'))
+    ])
 
 
 # ----------------------------------------------------------------------------- teacher swap
@@ -142,8 +188,13 @@ def test_resume_with_another_teacher_is_refused_unless_allowed(tmp_path, teacher
     Runner.from_cfg(tiny_cfg(KD_CFG, work, teacher_checkpoint=teacher_ckpt)).train()
     ckpt = torch.load(teacher_ckpt, weights_only=False)
     other = tmp_path / 'other_teacher.pth'
-    torch.save({'state_dict': {k: (v + 0.01 if v.is_floating_point() else v)
-                               for k, v in ckpt['state_dict'].items()}}, other)
+    torch.save(
+        {
+            'state_dict': {
+                k: (v + 0.01 if v.is_floating_point() else v)
+                for k, v in ckpt['state_dict'].items()
+            }
+        }, other)
 
     def resume(teacher, **kw):
         cfg = tiny_cfg(KD_CFG, work, max_epochs=2, teacher_checkpoint=str(teacher), **kw)
@@ -154,8 +205,8 @@ def test_resume_with_another_teacher_is_refused_unless_allowed(tmp_path, teacher
         resume(other).train()
     # The same teacher resumes; another one does when the user says so.
     resume(teacher_ckpt).train()
-    cfg = tiny_cfg(KD_CFG, work, max_epochs=3, teacher_checkpoint=str(other),
-                   allow_teacher_change=True)
+    cfg = tiny_cfg(
+        KD_CFG, work, max_epochs=3, teacher_checkpoint=str(other), allow_teacher_change=True)
     cfg.resume = True
     Runner.from_cfg(cfg).train()
 
@@ -191,13 +242,15 @@ def test_input_shape_is_inferred_or_named():
     d = distiller(input_shape=None)
     assert d.input_shape[0] == 1
     # A ViT that takes 16x24 inputs: the size comes from its patch embedding.
-    vit = dict(type='ImageClassifier',
-               backbone=dict(type='VisionTransformer', arch=dict(embed_dims=24, num_layers=1,
-                                                                 num_heads=2,
-                                                                 feedforward_channels=48),
-                             img_size=(16, 24), patch_size=4),
-               neck=None, head=dict(type='VisionTransformerClsHead', num_classes=10,
-                                    in_channels=24))
+    vit = dict(
+        type='ImageClassifier',
+        backbone=dict(
+            type='VisionTransformer',
+            arch=dict(embed_dims=24, num_layers=1, num_heads=2, feedforward_channels=48),
+            img_size=(16, 24),
+            patch_size=4),
+        neck=None,
+        head=dict(type='VisionTransformerClsHead', num_classes=10, in_channels=24))
     d = distiller(student=vit, teacher=vit, input_shape=None)
     assert d.input_shape == (3, 16, 24)
     # A wrong explicit shape says what to set.

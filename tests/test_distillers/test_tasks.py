@@ -1,6 +1,7 @@
 """The core is not classification-only, and keeps the student's batch augments."""
 import torch
 import torch.nn.functional as F
+from conftest import STUDENT_CFG
 from mmengine.optim import OptimWrapper
 from mmengine.registry import init_default_scope
 
@@ -8,7 +9,6 @@ import mmkd_ext  # noqa: F401
 from mmkd_ext.distillers import Distiller
 from mmkd_ext.losses import DistillLoss
 from mmkd_ext.registry import MODELS
-from conftest import STUDENT_CFG
 
 
 @MODELS.register_module(force=True)
@@ -34,14 +34,22 @@ def test_mixup_batch_is_the_same_for_teacher_and_student_and_labels_are_soft():
     from mmengine.config import Config
     student = Config.fromfile(STUDENT_CFG).model
     student.train_cfg = dict(augments=dict(type='Mixup', alpha=1.0))
-    d = Distiller(student=student, teacher=STUDENT_CFG, input_shape=(1, 8, 8),
-                  methods=[dict(type='_MapMSE', student_taps=dict(feat='backbone.conv1'),
-                                teacher_taps=dict(feat='backbone.conv1')),
-                           dict(type='NKDLoss')])
+    d = Distiller(
+        student=student,
+        teacher=STUDENT_CFG,
+        input_shape=(1, 8, 8),
+        methods=[
+            dict(
+                type='_MapMSE',
+                student_taps=dict(feat='backbone.conv1'),
+                teacher_taps=dict(feat='backbone.conv1')),
+            dict(type='NKDLoss')
+        ])
     d.teacher.load_state_dict(d.student.state_dict())  # same weights: same input -> same output
     from mmpretrain.structures import DataSample
-    data = dict(inputs=[torch.randint(0, 255, (1, 8, 8), dtype=torch.uint8) for _ in range(4)],
-                data_samples=[DataSample().set_gt_label(i) for i in range(4)])
+    data = dict(
+        inputs=[torch.randint(0, 255, (1, 8, 8), dtype=torch.uint8) for _ in range(4)],
+        data_samples=[DataSample().set_gt_label(i) for i in range(4)])
     _MapMSE.seen.clear()
     d.train()
     log = d.train_step(data, OptimWrapper(torch.optim.SGD(d.parameters(), lr=0.0)))
@@ -55,6 +63,7 @@ def test_mixup_batch_is_the_same_for_teacher_and_student_and_labels_are_soft():
 
 def test_distiller_on_an_mmdet_detector():
     from mmdet.testing import demo_mm_inputs
+
     from mmkd_ext.utils.config import load_model_config
     init_default_scope('mmdet')
     # A real mmdet config, by its package path (its _scope_ 'mmdet' comes with it).
@@ -64,8 +73,8 @@ def test_distiller_on_an_mmdet_detector():
     teacher = cfg.deepcopy()
     teacher.backbone.update(depth=34)
     teacher.neck.in_channels = [64, 128, 256, 512]
-    d = Distiller(student=cfg, teacher=teacher, input_shape=(3, 64, 64),
-                  methods=[dict(type='_MapMSE')])
+    d = Distiller(
+        student=cfg, teacher=teacher, input_shape=(3, 64, 64), methods=[dict(type='_MapMSE')])
     assert d.methods[0].shapes == ({'feat': (512, 2, 2)}, {'feat': (512, 2, 2)})
     data = demo_mm_inputs(2, [[3, 64, 64], [3, 64, 64]], num_classes=80)
     _MapMSE.seen.clear()
@@ -74,8 +83,10 @@ def test_distiller_on_an_mmdet_detector():
     assert all(torch.isfinite(torch.as_tensor(v)) for v in log.values())
     # The teacher stopped at its backbone: its neck and head never ran.
     ran = []
-    hooks = [m.register_forward_hook(lambda *a: ran.append(1)) for m in (d.teacher.neck,
-                                                                         d.teacher.bbox_head)]
+    hooks = [
+        m.register_forward_hook(lambda *a: ran.append(1))
+        for m in (d.teacher.neck, d.teacher.bbox_head)
+    ]
     d.train_step(data, OptimWrapper(torch.optim.SGD(d.parameters(), lr=1e-4)))
     for h in hooks:
         h.remove()

@@ -15,9 +15,8 @@ import sys
 
 import pytest
 import torch
-from mmengine.hooks import Hook
-
 from conftest import KD_CFG, ROOT, STUDENT_CFG, tiny_cfg
+from mmengine.hooks import Hook
 
 N_VAL = 60
 TEACHER = STUDENT_CFG  # the teacher's config: the demo's ResNet-18-w4
@@ -27,6 +26,7 @@ TEACHER = STUDENT_CFG  # the teacher's config: the demo's ResNet-18-w4
 def trained_teacher(tmp_path_factory):
     """A checkpoint of the demo ResNet-18-w4 trained by a real Runner (3 epochs, 512 digits)."""
     from mmengine.runner import Runner
+
     import mmkd_ext  # noqa: F401
     work = tmp_path_factory.mktemp('teacher_w4')
     cfg = tiny_cfg(TEACHER, work, max_epochs=3, n_train=512, augment=False)
@@ -40,6 +40,7 @@ def independent_top1(ckpt_path):
     or mmengine's evaluator: the teacher config's own classifier and normalisation, argmax."""
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
+
     import mmkd_ext  # noqa: F401
     from mmkd_ext.datasets import DigitsDataset
     init_default_scope('mmpretrain')
@@ -91,9 +92,10 @@ class IterCounter(Hook):
 
 def kd_runner(work, ckpt, hook=None, **kw):
     from mmengine.runner import Runner
+
     import mmkd_ext  # noqa: F401
-    cfg = tiny_cfg(KD_CFG, work, n_train=64, n_val=N_VAL, teacher=TEACHER, teacher_checkpoint=ckpt,
-                   **kw)
+    cfg = tiny_cfg(
+        KD_CFG, work, n_train=64, n_val=N_VAL, teacher=TEACHER, teacher_checkpoint=ckpt, **kw)
     if hook is not None:
         cfg.custom_hooks = [hook]
     return cfg, Runner.from_cfg(cfg)
@@ -102,9 +104,9 @@ def kd_runner(work, ckpt, hook=None, **kw):
 def test_right_teacher_passes_and_training_proceeds(tmp_path, trained_teacher, teacher_top1):
     # The teacher is trained (10 classes: chance is 10 %).
     assert teacher_top1 > 40, teacher_top1
-    _, runner = kd_runner(tmp_path, trained_teacher,
-                          dict(type='mmkd_ext.TeacherCheckHook', expected_top1=teacher_top1 + 0.5,
-                               tolerance=1.0))
+    _, runner = kd_runner(
+        tmp_path, trained_teacher,
+        dict(type='mmkd_ext.TeacherCheckHook', expected_top1=teacher_top1 + 0.5, tolerance=1.0))
     counter = IterCounter()
     runner.register_hook(counter)
     runner.train()
@@ -134,9 +136,9 @@ def test_broken_teacher_stops_before_any_iteration(tmp_path, broken_ckpt, teache
 def test_expected_value_above_the_tolerance_fails(tmp_path, trained_teacher, teacher_top1):
     # The right teacher, but the config promises 2 points more than it gives: also stopped.
     from mmkd_ext.engine.hooks import TeacherCheckError
-    _, runner = kd_runner(tmp_path, trained_teacher,
-                          dict(type='mmkd_ext.TeacherCheckHook', expected_top1=teacher_top1 + 2.0,
-                               tolerance=1.0))
+    _, runner = kd_runner(
+        tmp_path, trained_teacher,
+        dict(type='mmkd_ext.TeacherCheckHook', expected_top1=teacher_top1 + 2.0, tolerance=1.0))
     with pytest.raises(TeacherCheckError, match=f'{teacher_top1:.2f}'):
         runner.train()
     assert runner.iter == 0
@@ -147,11 +149,18 @@ def test_check_sees_the_teachers_input_as_training_does(tmp_path, trained_teache
     # batch back for the teacher, in training and in the check, which so measures the teacher's
     # own accuracy.
     from mmengine.runner import Runner
+
     from mmkd_ext.utils.config import load_model_config
     student = load_model_config(STUDENT_CFG)
     student.data_preprocessor.update(mean=[0.0], std=[255.0])
-    cfg = tiny_cfg(KD_CFG, tmp_path, n_train=32, n_val=N_VAL, teacher=TEACHER,
-                   teacher_checkpoint=trained_teacher, student=student)
+    cfg = tiny_cfg(
+        KD_CFG,
+        tmp_path,
+        n_train=32,
+        n_val=N_VAL,
+        teacher=TEACHER,
+        teacher_checkpoint=trained_teacher,
+        student=student)
     cfg.custom_hooks = [dict(type='mmkd_ext.TeacherCheckHook', expected_top1=teacher_top1)]
     runner = Runner.from_cfg(cfg)
     runner.train()
@@ -161,14 +170,14 @@ def test_check_sees_the_teachers_input_as_training_does(tmp_path, trained_teache
 
 def test_resumed_run_skips_the_check(tmp_path, trained_teacher, teacher_top1):
     from mmengine.runner import Runner
+
     from mmkd_ext.engine.hooks import TeacherCheckError
     cfg, runner = kd_runner(tmp_path, trained_teacher)
     runner.train()  # one epoch, no hook: writes epoch_1.pth
     # Resume with a hook that this teacher fails (it is below 100 %): the check is skipped, it
     # ran when the run started ...
     assert teacher_top1 < 100
-    cfg.custom_hooks = [dict(type='mmkd_ext.TeacherCheckHook', expected_top1=100.0,
-                             tolerance=0.0)]
+    cfg.custom_hooks = [dict(type='mmkd_ext.TeacherCheckHook', expected_top1=100.0, tolerance=0.0)]
     cfg.train_cfg.max_epochs = 2
     cfg.resume = True
     cfg.experiment_name += '_resumed'
@@ -187,6 +196,7 @@ def test_resumed_run_skips_the_check(tmp_path, trained_teacher, teacher_top1):
 
 def test_hook_arguments_and_non_distiller(tmp_path):
     from mmengine.runner import Runner
+
     from mmkd_ext.engine.hooks import TeacherCheckHook
     with pytest.raises(ValueError, match='percentage'):
         TeacherCheckHook(expected_top1=110.0)
@@ -213,15 +223,19 @@ def test_tool():
 
 def test_test_tool_teacher_command(tmp_path, trained_teacher, teacher_top1):
     # As a user runs it: python tools/test.py CONFIG --teacher --out FILE
-    cfg = tiny_cfg(KD_CFG, tmp_path / 'work', n_val=N_VAL, teacher=TEACHER,
-                   teacher_checkpoint=trained_teacher)
+    cfg = tiny_cfg(
+        KD_CFG, tmp_path / 'work', n_val=N_VAL, teacher=TEACHER, teacher_checkpoint=trained_teacher)
     cfg.custom_hooks = [dict(type='mmkd_ext.TeacherCheckHook', expected_top1=teacher_top1)]
     path = str(tmp_path / 'kd.py')
     cfg.dump(path)
     out = tmp_path / 'teacher.json'
-    proc = subprocess.run([sys.executable, 'tools/test.py', path, '--teacher', '--out', str(out)],
-                          cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS='1'),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, 'tools/test.py', path, '--teacher', '--out',
+                           str(out)],
+                          cwd=ROOT,
+                          env=dict(os.environ, OMP_NUM_THREADS='1'),
+                          capture_output=True,
+                          text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (f'teacher accuracy/top1: {teacher_top1:.2f}, expected {teacher_top1:.2f} '
             f'(tolerance 1.00): PASS') in proc.stdout
@@ -232,14 +246,14 @@ def test_test_tool_teacher_command(tmp_path, trained_teacher, teacher_top1):
 
 def test_test_tool_teacher_fails_and_refuses(tmp_path, test_tool, trained_teacher, broken_ckpt,
                                              teacher_top1, capsys):
-    cfg = tiny_cfg(KD_CFG, tmp_path / 'work', n_val=N_VAL, teacher=TEACHER,
-                   teacher_checkpoint=trained_teacher)
+    cfg = tiny_cfg(
+        KD_CFG, tmp_path / 'work', n_val=N_VAL, teacher=TEACHER, teacher_checkpoint=trained_teacher)
     cfg.custom_hooks = [dict(type='mmkd_ext.TeacherCheckHook', expected_top1=teacher_top1)]
     path = str(tmp_path / 'kd.py')
     cfg.dump(path)
     # Another teacher file through --cfg-options: the broken one fails, exit status 1.
-    assert test_tool.main([path, '--teacher', '--cfg-options',
-                           f'model.teacher_checkpoint={broken_ckpt}']) == 1
+    assert test_tool.main(
+        [path, '--teacher', '--cfg-options', f'model.teacher_checkpoint={broken_ckpt}']) == 1
     assert re.search(r'teacher accuracy/top1: [\d.]+, expected [\d.]+ \(tolerance 1.00\): FAIL',
                      capsys.readouterr().out)
     # Wrong uses are refused (argparse: exit status 2) with a message that says what to do.
@@ -253,11 +267,10 @@ def test_test_tool_teacher_fails_and_refuses(tmp_path, test_tool, trained_teache
     assert test_tool.parse_args([path, '', '--teacher']).checkpoint is None
 
 
-def test_test_tool_teacher_without_hook(tmp_path, test_tool, trained_teacher, teacher_top1,
-                                        capsys):
+def test_test_tool_teacher_without_hook(tmp_path, test_tool, trained_teacher, teacher_top1, capsys):
     # A config without the hook: the measured value only.
-    cfg = tiny_cfg(KD_CFG, tmp_path / 'work', n_val=N_VAL, teacher=TEACHER,
-                   teacher_checkpoint=trained_teacher)
+    cfg = tiny_cfg(
+        KD_CFG, tmp_path / 'work', n_val=N_VAL, teacher=TEACHER, teacher_checkpoint=trained_teacher)
     path = str(tmp_path / 'kd_nohook.py')
     cfg.dump(path)
     assert test_tool.main([path, '--teacher']) == 0
@@ -274,16 +287,26 @@ def free_port():
 def test_distributed_check_gathers_all_ranks(tmp_path, trained_teacher, teacher_top1):
     # Two CPU processes (gloo): each evaluates half of the 60 images; the hook must report the
     # top-1 over all of them, the same as the single-process independent value.
-    cfg = tiny_cfg(KD_CFG, tmp_path / 'work', n_train=64, n_val=N_VAL, teacher=TEACHER,
-                   teacher_checkpoint=trained_teacher)
+    cfg = tiny_cfg(
+        KD_CFG,
+        tmp_path / 'work',
+        n_train=64,
+        n_val=N_VAL,
+        teacher=TEACHER,
+        teacher_checkpoint=trained_teacher)
     cfg.custom_hooks = [dict(type='mmkd_ext.TeacherCheckHook', expected_top1=teacher_top1)]
     cfg.log_level = 'INFO'
     path = str(tmp_path / 'kd_ddp.py')
     cfg.dump(path)
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', PORT=str(free_port()))
-    proc = subprocess.run(['bash', 'tools/dist_train.sh', path, '2', '--work-dir',
-                           str(tmp_path / 'ddp')], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        ['bash', 'tools/dist_train.sh', path, '2', '--work-dir',
+         str(tmp_path / 'ddp')],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600)
     assert proc.returncode == 0, proc.stderr[-5000:]
     line = (f'teacher accuracy/top1: {teacher_top1:.2f}, expected {teacher_top1:.2f} '
             f'(tolerance 1.00): PASS')

@@ -66,8 +66,8 @@ def test_conv_variant_is_conv_relu_conv():
     block = make('conv')
     x = torch.randn(B, C, H, W)
     c1, c2 = block.generation[0], block.generation[2]
-    expected = F.conv2d(F.relu(F.conv2d(x, c1.weight, c1.bias, padding=1)), c2.weight, c2.bias,
-                        padding=1)
+    expected = F.conv2d(
+        F.relu(F.conv2d(x, c1.weight, c1.bias, padding=1)), c2.weight, c2.bias, padding=1)
     torch.testing.assert_close(block(x, a_mask()), expected)
     torch.testing.assert_close(block(x), expected)  # the mask is the caller's business here
 
@@ -101,16 +101,16 @@ def test_cross_attention_variant_matches_the_hand_computation(heads):
     x = torch.randn(B, C, H, W)
     mask = a_mask()
     with torch.no_grad():
-        torch.testing.assert_close(block(x, mask), by_hand_attention_block(block, x, mask),
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            block(x, mask), by_hand_attention_block(block, x, mask), rtol=1e-4, atol=1e-5)
         # Every token masked in a sample: it sees all tokens (not NaN).
         full = torch.ones(B, N, dtype=torch.bool)
         out = block(x, full)
         assert torch.isfinite(out).all()
         torch.testing.assert_close(out, by_hand_attention_block(block, x), rtol=1e-4, atol=1e-5)
         # No mask: every token is visible.
-        torch.testing.assert_close(block(x), by_hand_attention_block(block, x), rtol=1e-4,
-                                   atol=1e-5)
+        torch.testing.assert_close(
+            block(x), by_hand_attention_block(block, x), rtol=1e-4, atol=1e-5)
 
 
 def test_what_each_attention_variant_can_see():

@@ -25,27 +25,35 @@ S_DIMS, T_DIMS = 16, 32
 # Construction kwargs of each loss on the pair below (taps that have no default, or whose default
 # does not fit a ViT). Every loss the package registers must have an entry.
 SETTINGS = {
-    'KDLoss': dict(tau=2.0),
-    'HardKDLoss': dict(),
-    'DeiTDistillationLoss': dict(),  # the student's head.layers.head_dist
-    'NKDLoss': dict(),
-    'DKDLoss': dict(warmup_epochs=2),
-    'FitNetLoss': dict(),  # backbone.ln1
-    'ViTKDLoss': dict(alpha=1.0, beta=1.0),  # layers.0, layers.1, ln1, patch_embed
-    'MGDLoss': dict(alpha_mgd=1.0,
-                    student_taps=dict(feat='backbone.layers.3', grid='backbone.patch_embed'),
-                    teacher_taps=dict(feat='backbone.layers.3')),
-    'SpectralKDLoss': dict(
-        student_taps=dict(feats=['backbone.layers.0', 'backbone.layers.3'],
-                          grid='backbone.patch_embed'),
-        teacher_taps=dict(feats=['backbone.layers.1', 'backbone.layers.3'],
-                          grid='backbone.patch_embed')),
+    'KDLoss':
+    dict(tau=2.0),
+    'HardKDLoss':
+    dict(),
+    'DeiTDistillationLoss':
+    dict(),  # the student's head.layers.head_dist
+    'NKDLoss':
+    dict(),
+    'DKDLoss':
+    dict(warmup_epochs=2),
+    'FitNetLoss':
+    dict(),  # backbone.ln1
+    'ViTKDLoss':
+    dict(alpha=1.0, beta=1.0),  # layers.0, layers.1, ln1, patch_embed
+    'MGDLoss':
+    dict(
+        alpha_mgd=1.0,
+        student_taps=dict(feat='backbone.layers.3', grid='backbone.patch_embed'),
+        teacher_taps=dict(feat='backbone.layers.3')),
+    'SpectralKDLoss':
+    dict(
+        student_taps=dict(
+            feats=['backbone.layers.0', 'backbone.layers.3'], grid='backbone.patch_embed'),
+        teacher_taps=dict(
+            feats=['backbone.layers.1', 'backbone.layers.3'], grid='backbone.patch_embed')),
 }
 
-LOSSES = sorted(
-    name for name, cls in MODELS.module_dict.items()
-    if isinstance(cls, type) and issubclass(cls, DistillLoss)
-    and cls.__module__.startswith('mmkd_ext.'))
+LOSSES = sorted(name for name, cls in MODELS.module_dict.items() if isinstance(cls, type)
+                and issubclass(cls, DistillLoss) and cls.__module__.startswith('mmkd_ext.'))
 
 
 def tiny_vit(width, distilled=False):
@@ -53,13 +61,19 @@ def tiny_vit(width, distilled=False):
     (class and distillation) and a DeiT head, as DeiT students have."""
     head = dict(type='mmkd_ext.TrainableDeiTClsHead') if distilled else dict(
         type='VisionTransformerClsHead')
-    return MODELS.build(dict(
-        type='ImageClassifier', _scope_='mmpretrain',
-        backbone=dict(type='DistilledVisionTransformer' if distilled else 'VisionTransformer',
-                      img_size=IMG, patch_size=4,
-                      arch=dict(embed_dims=width, num_layers=DEPTH, num_heads=2,
-                                feedforward_channels=2 * width)),
-        neck=None, head=dict(head, num_classes=CLASSES, in_channels=width)))
+    return MODELS.build(
+        dict(
+            type='ImageClassifier',
+            _scope_='mmpretrain',
+            backbone=dict(
+                type='DistilledVisionTransformer' if distilled else 'VisionTransformer',
+                img_size=IMG,
+                patch_size=4,
+                arch=dict(
+                    embed_dims=width, num_layers=DEPTH, num_heads=2,
+                    feedforward_channels=2 * width)),
+            neck=None,
+            head=dict(head, num_classes=CLASSES, in_channels=width)))
 
 
 def record(model, paths, inputs):
@@ -73,9 +87,12 @@ def record(model, paths, inputs):
 
 
 def select(loss, role, store):
-    return {name: [store[p] for p in loss.tap_paths(role, name)]
-            if isinstance(value, (list, tuple)) else store[value]
-            for name, value in getattr(loss, f'{role}_taps').items()}
+    return {
+        name: [store[p]
+               for p in loss.tap_paths(role, name)] if isinstance(value,
+                                                                  (list, tuple)) else store[value]
+        for name, value in getattr(loss, f'{role}_taps').items()
+    }
 
 
 def tensors(feats):
@@ -95,18 +112,25 @@ def run_loss(loss_type, **extra):
     # lets gradient into the teacher shows it.
     assert all(p.requires_grad for p in teacher.parameters())
     loss = MODELS.build(dict(type=loss_type, **SETTINGS[loss_type], **extra))
-    paths = {role: [p for n in getattr(loss, f'{role}_taps') for p in loss.tap_paths(role, n)]
-             for role in ('student', 'teacher')}
+    paths = {
+        role: [p for n in getattr(loss, f'{role}_taps') for p in loss.tap_paths(role, n)]
+        for role in ('student', 'teacher')
+    }
     inputs = torch.randn(B, 3, IMG, IMG)
     s_feats = select(loss, 'student', record(student, paths['student'], inputs))
     t_feats = select(loss, 'teacher', record(teacher, paths['teacher'], inputs))
-    loss.setup({k: feature_shape(v) for k, v in s_feats.items()},
-               {k: feature_shape(v) for k, v in t_feats.items()}, student, teacher)
+    loss.setup({
+        k: feature_shape(v)
+        for k, v in s_feats.items()
+    }, {
+        k: feature_shape(v)
+        for k, v in t_feats.items()
+    }, student, teacher)
     for _, t, _ in tensors(s_feats) + tensors(t_feats):
         t.retain_grad()
     samples = [DataSample().set_gt_label(i % CLASSES) for i in range(B)]
-    out = loss(s_feats, t_feats, samples, progress=Progress(epoch=0, max_epochs=2, iter=0,
-                                                            max_iters=2))
+    out = loss(
+        s_feats, t_feats, samples, progress=Progress(epoch=0, max_epochs=2, iter=0, max_iters=2))
     return loss, out, student, teacher, s_feats, t_feats
 
 

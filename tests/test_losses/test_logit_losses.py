@@ -128,8 +128,8 @@ def test_nkd_argmax_soft_labels_match_the_reference():
     assert loss.soft_labels == 'argmax'  # the reference is the default
     out = loss(dict(logits=torch.tensor(Z_S)), dict(logits=torch.tensor(Z_T)), mixed_samples())
     assert out['loss_nkd_target'].item() == pytest.approx(target / n, rel=1e-5)
-    assert out['loss_nkd_non_target'].item() == pytest.approx(gamma * t * t * non_target / n,
-                                                              rel=1e-5)
+    assert out['loss_nkd_non_target'].item() == pytest.approx(
+        gamma * t * t * non_target / n, rel=1e-5)
 
 
 def test_nkd_weighted_soft_labels_weight_the_target_term_by_the_mix():
@@ -140,8 +140,7 @@ def test_nkd_weighted_soft_labels_weight_the_target_term_by_the_mix():
     loss = NKDLoss(soft_labels='weighted')
     out = loss(dict(logits=torch.tensor(Z_S)), dict(logits=torch.tensor(Z_T)), mixed_samples())
     assert out['loss_nkd_target'].item() == pytest.approx(target / len(Z_S), rel=1e-5)
-    ref = NKDLoss()(dict(logits=torch.tensor(Z_S)), dict(logits=torch.tensor(Z_T)),
-                    mixed_samples())
+    ref = NKDLoss()(dict(logits=torch.tensor(Z_S)), dict(logits=torch.tensor(Z_T)), mixed_samples())
     # Same non-target term (argmax removed), another target term.
     assert out['loss_nkd_non_target'].item() == pytest.approx(
         ref['loss_nkd_non_target'].item(), rel=1e-6)
@@ -188,8 +187,11 @@ def test_dkd_warmup_scales_by_epoch():
     full = call(DKDLoss(warmup_epochs=0))
     for epoch, factor in ((0, 1 / 20), (1, 2 / 20), (9, 10 / 20), (19, 1.0), (50, 1.0)):
         assert loss.warmup_factor(Progress(epoch=epoch, max_epochs=240)) == pytest.approx(factor)
-        warm = loss(dict(logits=torch.tensor(Z_S)), dict(logits=torch.tensor(Z_T)), samples(),
-                    progress=Progress(epoch=epoch, max_epochs=240))
+        warm = loss(
+            dict(logits=torch.tensor(Z_S)),
+            dict(logits=torch.tensor(Z_T)),
+            samples(),
+            progress=Progress(epoch=epoch, max_epochs=240))
         for k in ('loss_dkd_tckd', 'loss_dkd_nckd'):
             assert warm[k].item() == pytest.approx(factor * full[k].item(), rel=1e-6)
     assert loss.warmup_factor(None) == 1.0  # outside training: no warm-up
@@ -198,8 +200,7 @@ def test_dkd_warmup_scales_by_epoch():
 def test_dkd_takes_the_argmax_of_a_mixed_label():
     """Our extension (the reference takes integer labels only): target = argmax of the mix."""
     tckd, nckd = dkd_by_hand(1.0, 0.5, 1.0, labels=[1, 3])
-    out = DKDLoss()(dict(logits=torch.tensor(Z_S)), dict(logits=torch.tensor(Z_T)),
-                    mixed_samples())
+    out = DKDLoss()(dict(logits=torch.tensor(Z_S)), dict(logits=torch.tensor(Z_T)), mixed_samples())
     assert out['loss_dkd_tckd'].item() == pytest.approx(tckd, rel=1e-5)
     assert out['loss_dkd_nckd'].item() == pytest.approx(nckd, rel=1e-5)
 

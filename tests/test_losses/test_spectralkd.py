@@ -60,7 +60,8 @@ def test_loss_matches_direct_recomputation():
     torch.manual_seed(0)
     B = 3
     # pair 0: CNN maps, teacher twice as wide; pair 1: ViT tokens (1 cls token) on a 3x5 grid with
-    # the teacher tokens (no extra token, CaiT-like) on the same grid; pair 2: Swin-like (tokens, hw).
+    # the teacher tokens (no extra token, CaiT-like) on the same grid; pair 2: Swin-like (tokens,
+    # hw).
     s_maps = [torch.randn(B, 4, 6, 7), torch.randn(B, 8, 3, 5), torch.randn(B, 6, 4, 4)]
     t_maps = [torch.randn(B, 8, 6, 7), torch.randn(B, 16, 3, 5), torch.randn(B, 12, 4, 4)]
     for m in s_maps:
@@ -70,8 +71,14 @@ def test_loss_matches_direct_recomputation():
     s_vals = [s_maps[0], torch.cat([cls, tok(s_maps[1])], 1), (tok(s_maps[2]), (4, 4))]
     t_vals = [t_maps[0], tok(t_maps[1]), (tok(t_maps[2]), (4, 4))]
     grid_val = (torch.zeros(B, 15, 8), (3, 5))
-    loss, sf, tf = make_loss(s_vals, t_vals, _Fake(extra=1), _Fake(extra=0), s_grid=grid_val,
-                             t_grid=grid_val, loss_weight=0.2)
+    loss, sf, tf = make_loss(
+        s_vals,
+        t_vals,
+        _Fake(extra=1),
+        _Fake(extra=0),
+        s_grid=grid_val,
+        t_grid=grid_val,
+        loss_weight=0.2)
     out = loss(sf, tf)
     assert list(out) == ['loss_spectralkd']
     expected = 0.2 * torch.stack([direct(s, t) for s, t in zip(s_maps, t_maps)]).mean()
@@ -107,12 +114,12 @@ def test_half_spatial_mse_property(shape):
     fs, ft = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
     loss, sf, tf = make_loss([fs], [ft])
     value = loss(sf, tf)['loss_spectralkd'].double()
-    d = torch.fft.fft2(fs - ft, norm='ortho')                      # full spectrum
-    edge = d[..., 0].abs().pow(2).sum()                            # zero-frequency column
+    d = torch.fft.fft2(fs - ft, norm='ortho')  # full spectrum
+    edge = d[..., 0].abs().pow(2).sum()  # zero-frequency column
     if W % 2 == 0:
-        edge = edge + d[..., W // 2].abs().pow(2).sum()            # Nyquist column
+        edge = edge + d[..., W // 2].abs().pow(2).sum()  # Nyquist column
     spatial = (fs - ft).pow(2).sum()
-    n_half = 2 * B * C * H * (W // 2 + 1)                          # stacked real + imaginary
+    n_half = 2 * B * C * H * (W // 2 + 1)  # stacked real + imaginary
     # exact identity (float32 FFT inside the loss)
     torch.testing.assert_close(value * n_half, (spatial + edge) / 2, rtol=1e-5, atol=1e-6)
     # near-equality with half the spatial MSE (zero-frequency column counted twice)
@@ -121,14 +128,15 @@ def test_half_spatial_mse_property(shape):
 
 
 def test_mismatches_are_errors_unless_resample():
-    s_map, t_small, t_narrow = torch.randn(2, 8, 6, 6), torch.randn(2, 16, 3, 3), torch.randn(2, 4, 6, 6)
+    s_map, t_small, t_narrow = torch.randn(2, 8, 6, 6), torch.randn(2, 16, 3,
+                                                                    3), torch.randn(2, 4, 6, 6)
     with pytest.raises(ValueError, match='grids differ'):
         make_loss([s_map], [t_small])
     with pytest.raises(ValueError, match='wider than teacher'):
         make_loss([s_map], [t_narrow])
     with pytest.raises(ValueError, match='resample'):
-        SpectralKDLoss(student_taps=dict(feats=['a']), teacher_taps=dict(feats=['b']),
-                       resample='bilinear')
+        SpectralKDLoss(
+            student_taps=dict(feats=['a']), teacher_taps=dict(feats=['b']), resample='bilinear')
     with pytest.raises(ValueError, match='pairs student and teacher'):
         SpectralKDLoss(student_taps=dict(feats=['a']), teacher_taps=dict(feats=['b', 'c']))
     # resample='area': the larger grid is area-pooled, the wider channels group-averaged.

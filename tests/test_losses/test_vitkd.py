@@ -39,8 +39,9 @@ def make_vitkd(s_extra=1, t_extra=1, **kw):
     torch.manual_seed(0)
     loss = ViTKDLoss(**kw)
     shallow_s, shallow_t = [(s_extra + N, DS)] * 2, [(t_extra + N, DT)] * 2
-    loss.setup(dict(shallow=shallow_s, deep=(s_extra + N, DS), grid=[(N, DS), ['int', 'int']]),
-               dict(shallow=shallow_t, deep=(t_extra + N, DT)), _Model(s_extra), _Model(t_extra))
+    loss.setup(
+        dict(shallow=shallow_s, deep=(s_extra + N, DS), grid=[(N, DS), ['int', 'int']]),
+        dict(shallow=shallow_t, deep=(t_extra + N, DT)), _Model(s_extra), _Model(t_extra))
     with torch.no_grad():  # a non-zero mask token, so that the test sees where it goes
         if hasattr(loss, 'mask_token'):
             loss.mask_token.normal_()
@@ -49,11 +50,13 @@ def make_vitkd(s_extra=1, t_extra=1, **kw):
 
 def feats(s_extra=1, t_extra=1, seed=1):
     g = torch.Generator().manual_seed(seed)
-    s = dict(shallow=[torch.randn(B, s_extra + N, DS, generator=g) for _ in range(2)],
-             deep=torch.randn(B, s_extra + N, DS, generator=g),
-             grid=(torch.zeros(B, N, DS), (H, W)))
-    t = dict(shallow=[torch.randn(B, t_extra + N, DT, generator=g) for _ in range(2)],
-             deep=torch.randn(B, t_extra + N, DT, generator=g))
+    s = dict(
+        shallow=[torch.randn(B, s_extra + N, DS, generator=g) for _ in range(2)],
+        deep=torch.randn(B, s_extra + N, DS, generator=g),
+        grid=(torch.zeros(B, N, DS), (H, W)))
+    t = dict(
+        shallow=[torch.randn(B, t_extra + N, DT, generator=g) for _ in range(2)],
+        deep=torch.randn(B, t_extra + N, DT, generator=g))
     return s, t
 
 
@@ -73,8 +76,11 @@ def by_hand_generation(loss, s_deep, t_deep, mask, extra=1):
         x = s_deep[b, extra:] @ lin.weight.T + lin.bias  # (N, DT)
         rows = [loss.mask_token[0, 0] if mask[b, i] else x[i] for i in range(N)]
         grid = torch.stack(rows).T.reshape(1, DT, H, W)  # token i is at (i // W, i % W)
-        y = F.conv2d(F.relu(F.conv2d(grid, conv1.weight, conv1.bias, padding=1)),
-                     conv2.weight, conv2.bias, padding=1)
+        y = F.conv2d(
+            F.relu(F.conv2d(grid, conv1.weight, conv1.bias, padding=1)),
+            conv2.weight,
+            conv2.bias,
+            padding=1)
         y = y.reshape(DT, N).T
         for i in range(N):
             if mask[b, i]:
@@ -224,10 +230,14 @@ def test_cls_and_distillation_tokens_never_enter_the_loss():
 
 # ------------------------------------------------------------------------------- FitNet, MGD
 def test_fitnet_matches_formula():
-    loss = FitNetLoss(student_taps=dict(feats=['a', 'b']), teacher_taps=dict(feats=['a', 'b']),
-                      reduction='sum', loss_weight=0.1)
-    loss.setup(dict(feats=[(N + 1, DS), (DS, 3, 4)]), dict(feats=[(N + 1, DT), (DT, 3, 4)]),
-               _Model(), _Model())
+    loss = FitNetLoss(
+        student_taps=dict(feats=['a', 'b']),
+        teacher_taps=dict(feats=['a', 'b']),
+        reduction='sum',
+        loss_weight=0.1)
+    loss.setup(
+        dict(feats=[(N + 1, DS), (DS, 3, 4)]), dict(feats=[(N + 1, DT), (DT, 3, 4)]), _Model(),
+        _Model())
     s = [torch.randn(B, N + 1, DS), torch.randn(B, DS, 3, 4)]
     t = [torch.randn(B, N + 1, DT), torch.randn(B, DT, 3, 4)]
     p0, p1 = loss.projectors[0].fc, loss.projectors[1].fc
@@ -249,8 +259,8 @@ def by_hand_mgd(loss, s, t, keep, alpha):
     a = loss.align.fc
     masked = F.conv2d(s, a.weight[:, :, None, None], a.bias) * keep
     g1, g2 = loss.generation.generation[0], loss.generation.generation[2]
-    pred = F.conv2d(F.relu(F.conv2d(masked, g1.weight, g1.bias, padding=1)), g2.weight, g2.bias,
-                    padding=1)
+    pred = F.conv2d(
+        F.relu(F.conv2d(masked, g1.weight, g1.bias, padding=1)), g2.weight, g2.bias, padding=1)
     return alpha * ((pred - t)**2).sum() / s.shape[0]  # the whole map, masked or not
 
 
@@ -281,8 +291,8 @@ def test_mgd_matches_formula_on_maps_and_tokens():
     assert out_tok['loss_mgd'].item() == pytest.approx(expected.item(), rel=1e-5)
     # The spatial layout (detection) with a fixed (B, 1, h, w) mask, same formula.
     spatial = MGDLoss(alpha_mgd=0.3, lambda_mgd=0.5, mask='spatial')
-    spatial.setup(dict(feat=(DS, H, W)), dict(feat=(DT, H, W)), torch.nn.Module(),
-                  torch.nn.Module())
+    spatial.setup(
+        dict(feat=(DS, H, W)), dict(feat=(DT, H, W)), torch.nn.Module(), torch.nn.Module())
     spatial.load_state_dict(loss.state_dict())
     keep_sp = (~fixed_mask()).float().reshape(B, 1, H, W)
     spatial.random_mask = lambda shape, device=None: keep_sp
@@ -340,12 +350,17 @@ def vit(width, depth=2, img=(16, 24), patch=4, distilled=False, heads=2):
         _scope_='mmpretrain',
         backbone=dict(
             type='DistilledVisionTransformer' if distilled else 'VisionTransformer',
-            arch=dict(embed_dims=width, num_layers=depth, num_heads=heads,
-                      feedforward_channels=2 * width),
-            img_size=img, patch_size=patch, in_channels=3),
+            arch=dict(
+                embed_dims=width, num_layers=depth, num_heads=heads,
+                feedforward_channels=2 * width),
+            img_size=img,
+            patch_size=patch,
+            in_channels=3),
         neck=None,
-        head=dict(type='DeiTClsHead' if distilled else 'VisionTransformerClsHead',
-                  num_classes=5, in_channels=width))
+        head=dict(
+            type='DeiTClsHead' if distilled else 'VisionTransformerClsHead',
+            num_classes=5,
+            in_channels=width))
 
 
 def random_batch(shape, n=2, classes=5):
@@ -356,8 +371,8 @@ def random_batch(shape, n=2, classes=5):
 
 def one_step(model, data):
     model.train()
-    optim = OptimWrapper(torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
-                                         lr=1e-3))
+    optim = OptimWrapper(
+        torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3))
     log = model.train_step(data, optim)
     assert all(math.isfinite(float(v)) for v in log.values()), log
     return log
@@ -366,12 +381,17 @@ def one_step(model, data):
 def test_distilled_student_with_two_extra_tokens_and_non_square_inputs():
     init_default_scope('mmpretrain')
     d = Distiller(
-        student=vit(16, distilled=True), teacher=vit(24), input_shape=(3, 16, 24),
-        methods=[dict(type='ViTKDLoss', reduction='mean', alpha=1.0, beta=1.0),
-                 dict(type='FitNetLoss'),
-                 dict(type='MGDLoss', student_taps=dict(feat='backbone.ln1',
-                                                        grid='backbone.patch_embed'),
-                      teacher_taps=dict(feat='backbone.ln1'))])
+        student=vit(16, distilled=True),
+        teacher=vit(24),
+        input_shape=(3, 16, 24),
+        methods=[
+            dict(type='ViTKDLoss', reduction='mean', alpha=1.0, beta=1.0),
+            dict(type='FitNetLoss'),
+            dict(
+                type='MGDLoss',
+                student_taps=dict(feat='backbone.ln1', grid='backbone.patch_embed'),
+                teacher_taps=dict(feat='backbone.ln1'))
+        ])
     m = d.methods[0]
     assert (m.student_extra, m.teacher_extra) == (2, 1)
     assert m.mimic_projectors[0].fc.weight.shape == (24, 16)

@@ -7,39 +7,63 @@ import os.path as osp
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ROOT
 from mmengine.registry import init_default_scope
 
 import mmkd_ext  # noqa: F401
 from mmkd_ext.models.backbones.cait import convert_timm_cait
-from conftest import ROOT
 
 DIM, DEPTH, HEADS, CLASSES, DEPTH_CLS = 32, 3, 4, 7, 2
 
 
-def timm_cait_state_dict(dim=DIM, depth=DEPTH, heads=HEADS, grid=(2, 2), classes=CLASSES,
+def timm_cait_state_dict(dim=DIM,
+                         depth=DEPTH,
+                         heads=HEADS,
+                         grid=(2, 2),
+                         classes=CLASSES,
                          depth_cls=DEPTH_CLS):
     """Random tensors under timm's CaiT key names and shapes (what timm's ``cait_*`` checkpoints
     hold), written here without timm."""
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g) * 0.2  # noqa: E731
-    sd = {'cls_token': r(1, 1, dim), 'pos_embed': r(1, grid[0] * grid[1], dim),
-          'patch_embed.proj.weight': r(dim, 3, 16, 16), 'patch_embed.proj.bias': r(dim),
-          'norm.weight': 1 + r(dim), 'norm.bias': r(dim), 'head.weight': r(classes, dim),
-          'head.bias': r(classes)}
+    sd = {
+        'cls_token': r(1, 1, dim),
+        'pos_embed': r(1, grid[0] * grid[1], dim),
+        'patch_embed.proj.weight': r(dim, 3, 16, 16),
+        'patch_embed.proj.bias': r(dim),
+        'norm.weight': 1 + r(dim),
+        'norm.bias': r(dim),
+        'head.weight': r(classes, dim),
+        'head.bias': r(classes)
+    }
 
     def common(p):
-        sd.update({f'{p}.norm1.weight': 1 + r(dim), f'{p}.norm1.bias': r(dim),
-                   f'{p}.norm2.weight': 1 + r(dim), f'{p}.norm2.bias': r(dim),
-                   f'{p}.gamma_1': r(dim), f'{p}.gamma_2': r(dim),
-                   f'{p}.mlp.fc1.weight': r(4 * dim, dim), f'{p}.mlp.fc1.bias': r(4 * dim),
-                   f'{p}.mlp.fc2.weight': r(dim, 4 * dim), f'{p}.mlp.fc2.bias': r(dim),
-                   f'{p}.attn.proj.weight': r(dim, dim), f'{p}.attn.proj.bias': r(dim)})
+        sd.update({
+            f'{p}.norm1.weight': 1 + r(dim),
+            f'{p}.norm1.bias': r(dim),
+            f'{p}.norm2.weight': 1 + r(dim),
+            f'{p}.norm2.bias': r(dim),
+            f'{p}.gamma_1': r(dim),
+            f'{p}.gamma_2': r(dim),
+            f'{p}.mlp.fc1.weight': r(4 * dim, dim),
+            f'{p}.mlp.fc1.bias': r(4 * dim),
+            f'{p}.mlp.fc2.weight': r(dim, 4 * dim),
+            f'{p}.mlp.fc2.bias': r(dim),
+            f'{p}.attn.proj.weight': r(dim, dim),
+            f'{p}.attn.proj.bias': r(dim)
+        })
+
     for i in range(depth):
         p = f'blocks.{i}'
         common(p)
-        sd.update({f'{p}.attn.qkv.weight': r(3 * dim, dim), f'{p}.attn.qkv.bias': r(3 * dim),
-                   f'{p}.attn.proj_l.weight': r(heads, heads), f'{p}.attn.proj_l.bias': r(heads),
-                   f'{p}.attn.proj_w.weight': r(heads, heads), f'{p}.attn.proj_w.bias': r(heads)})
+        sd.update({
+            f'{p}.attn.qkv.weight': r(3 * dim, dim),
+            f'{p}.attn.qkv.bias': r(3 * dim),
+            f'{p}.attn.proj_l.weight': r(heads, heads),
+            f'{p}.attn.proj_l.bias': r(heads),
+            f'{p}.attn.proj_w.weight': r(heads, heads),
+            f'{p}.attn.proj_w.bias': r(heads)
+        })
     for j in range(depth_cls):
         p = f'blocks_token_only.{j}'
         common(p)
@@ -110,11 +134,16 @@ def reference_forward(sd, img, heads=HEADS, depth=DEPTH, depth_cls=DEPTH_CLS):
 def build_classifier(out_type='cls_token'):
     from mmkd_ext.distillers.builder import build_model
     init_default_scope('mmpretrain')
-    return build_model(dict(
-        type='ImageClassifier',
-        backbone=dict(type='mmkd_ext.CaiT', img_size=32, out_type=out_type,
-                      arch=dict(embed_dims=DIM, num_layers=DEPTH, num_heads=HEADS)),
-        neck=None, head=dict(type='LinearClsHead', num_classes=CLASSES, in_channels=DIM)))
+    return build_model(
+        dict(
+            type='ImageClassifier',
+            backbone=dict(
+                type='mmkd_ext.CaiT',
+                img_size=32,
+                out_type=out_type,
+                arch=dict(embed_dims=DIM, num_layers=DEPTH, num_heads=HEADS)),
+            neck=None,
+            head=dict(type='LinearClsHead', num_classes=CLASSES, in_channels=DIM)))
 
 
 def test_cait_loads_a_converted_timm_checkpoint(tmp_path):
@@ -164,8 +193,11 @@ def test_class_attention_and_final_norm_match_the_paper():
     cls = torch.randn(3, 1, DIM)
     with torch.no_grad():
         got = model.backbone.cls_layers[0](trunk, cls)
-    torch.testing.assert_close(got, reference_class_block(sd, 'blocks_token_only.0', trunk, cls,
-                                                          HEADS), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        got,
+        reference_class_block(sd, 'blocks_token_only.0', trunk, cls, HEADS),
+        rtol=1e-4,
+        atol=1e-4)
     # The patch tokens are not updated by class attention: out_type='featmap' is the final norm of
     # the trunk's tokens (as a map), whatever the class token is.
     fm_model = build_classifier('featmap').eval()
@@ -173,8 +205,7 @@ def test_class_attention_and_final_norm_match_the_paper():
     with torch.no_grad():
         fmap = fm_model.backbone(img)[0]
     assert fmap.shape == (3, DIM, 2, 2)
-    torch.testing.assert_close(fmap.flatten(2).transpose(1, 2), normed[:, 1:], rtol=1e-4,
-                               atol=1e-4)
+    torch.testing.assert_close(fmap.flatten(2).transpose(1, 2), normed[:, 1:], rtol=1e-4, atol=1e-4)
 
 
 def test_cait_matches_timm():
@@ -182,9 +213,15 @@ def test_cait_matches_timm():
     convert_timm_cait): the same logits and the same normalised tokens."""
     timm = pytest.importorskip('timm')
     torch.manual_seed(0)
-    ref = timm.create_model('cait_xxs24_224', pretrained=False, img_size=32, embed_dim=DIM,
-                            depth=DEPTH, num_heads=HEADS, num_classes=CLASSES,
-                            depth_token_only=DEPTH_CLS).eval()
+    ref = timm.create_model(
+        'cait_xxs24_224',
+        pretrained=False,
+        img_size=32,
+        embed_dim=DIM,
+        depth=DEPTH,
+        num_heads=HEADS,
+        num_classes=CLASSES,
+        depth_token_only=DEPTH_CLS).eval()
     with torch.no_grad():  # random values everywhere (LayerScale starts at 1e-5 otherwise)
         for name, p in ref.named_parameters():
             p.copy_(torch.randn_like(p) * 0.2 + (1.0 if name.endswith('norm.weight') else 0.0))

@@ -6,7 +6,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT
 
 timm = pytest.importorskip('timm')
@@ -20,10 +19,15 @@ def timm_deit3():
     """timm's deit3_small_patch16_224 definition (no_embed_class, LayerScale) at tiny size, with
     every parameter random: LayerScale at timm's 1e-6 would hide the blocks' residual branches."""
     torch.manual_seed(0)
-    model = timm.create_model('deit3_small_patch16_224', pretrained=False, img_size=32,
-                              patch_size=8, embed_dim=DIMS['embed_dims'],
-                              depth=DIMS['num_layers'], num_heads=DIMS['num_heads'],
-                              num_classes=NUM_CLASSES)
+    model = timm.create_model(
+        'deit3_small_patch16_224',
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        embed_dim=DIMS['embed_dims'],
+        depth=DIMS['num_layers'],
+        num_heads=DIMS['num_heads'],
+        num_classes=NUM_CLASSES)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith('gamma') or ('norm' in name and name.endswith('weight')):
@@ -36,13 +40,17 @@ def timm_deit3():
 def classifier(backbone_type):
     """ImageClassifier(backbone=backbone_type, head=VisionTransformerClsHead) with DIMS."""
     from mmpretrain.registry import MODELS
+
     import mmkd_ext  # noqa: F401
     cfg = dict(
-        type='ImageClassifier', _scope_='mmpretrain',
+        type='ImageClassifier',
+        _scope_='mmpretrain',
         backbone=dict(type=backbone_type, arch=DIMS, img_size=32, patch_size=8),
         neck=None,
-        head=dict(type='VisionTransformerClsHead', num_classes=NUM_CLASSES,
-                  in_channels=DIMS['embed_dims']))
+        head=dict(
+            type='VisionTransformerClsHead',
+            num_classes=NUM_CLASSES,
+            in_channels=DIMS['embed_dims']))
     return MODELS.build(cfg).eval()
 
 
@@ -70,7 +78,7 @@ def test_builds_our_class_from_the_mmkd_ext_type():
 def test_equals_timm_on_the_same_weights(pair):
     ref, ours, x = pair
     with torch.no_grad():
-        ref_tokens = ref.forward_features(x)            # (B, 1 + 16, D) after the final norm
+        ref_tokens = ref.forward_features(x)  # (B, 1 + 16, D) after the final norm
         ref_logits = ref(x)
         ours.backbone.out_type = 'raw'
         our_tokens = ours.backbone(x)[0]
@@ -118,12 +126,13 @@ def test_same_state_dict_as_mmpretrain_deit3_small():
     """The published checkpoints load unchanged: the full-size DeiT3-S classifier of mmpretrain's
     config has the same keys and shapes with our backbone as with mmpretrain's."""
     from mmengine.registry import MODELS
+
     import mmkd_ext  # noqa: F401
-    from mmkd_ext.utils.config import load_model_config
     from mmkd_ext.models.backbones.deit3 import DeiT3
+    from mmkd_ext.utils.config import load_model_config
     theirs = load_model_config('mmpretrain::deit3/deit3-small-p16_64xb64_in1k.py')
-    ours = load_model_config(osp.join(ROOT, 'configs', 'vitkd', 'models',
-                                      'deit3-small-p16_in1k.py'))
+    ours = load_model_config(
+        osp.join(ROOT, 'configs', 'vitkd', 'models', 'deit3-small-p16_in1k.py'))
     model_theirs, model_ours = MODELS.build(theirs), MODELS.build(ours)
     assert type(model_ours.backbone) is DeiT3
     shapes = {k: tuple(v.shape) for k, v in model_theirs.state_dict().items()}
@@ -135,9 +144,10 @@ def test_same_state_dict_as_mmpretrain_deit3_small():
 @pytest.mark.parametrize('size', ['small', 'medium', 'base', 'large'])
 def test_vitkd_teacher_model_configs_change_only_the_backbone_type(size):
     from mmengine.config import Config
+
     from mmkd_ext.utils.config import package_config_path
-    ours = Config.fromfile(osp.join(ROOT, 'configs', 'vitkd', 'models',
-                                    f'deit3-{size}-p16_in1k.py'))
+    ours = Config.fromfile(
+        osp.join(ROOT, 'configs', 'vitkd', 'models', f'deit3-{size}-p16_in1k.py'))
     theirs = Config.fromfile(
         package_config_path(f'mmpretrain::deit3/deit3-{size}-p16_64xb64_in1k.py'))
     assert ours.model.backbone.type == 'mmkd_ext.DeiT3'
@@ -156,7 +166,9 @@ def test_every_deit3_teacher_of_the_shipped_configs_is_ours():
     """Every shipped config with a DeiT3 teacher (named `deit3-*_{method}_...` by the naming rule)
     builds it with mmkd_ext.DeiT3, and no config names mmpretrain's DeiT3 config directly."""
     import glob
+
     from mmengine.config import Config
+
     from mmkd_ext.utils.config import load_model_config
     paths = glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
     paths = [p for p in paths if osp.sep + 'models' + osp.sep not in p]
@@ -173,14 +185,19 @@ def test_converter_keys_and_errors():
     from mmkd_ext.models.backbones.deit3 import convert_timm_deit3
     t = torch.zeros(1)
     out = convert_timm_deit3({
-        'module.blocks.3.gamma_1': t, 'blocks.3.ls2.gamma': t, 'blocks.0.mlp.fc1.weight': t,
-        'blocks.0.mlp.fc2.bias': t, 'norm.weight': t, 'head.bias': t,
-        'patch_embed.proj.weight': t})
+        'module.blocks.3.gamma_1': t,
+        'blocks.3.ls2.gamma': t,
+        'blocks.0.mlp.fc1.weight': t,
+        'blocks.0.mlp.fc2.bias': t,
+        'norm.weight': t,
+        'head.bias': t,
+        'patch_embed.proj.weight': t
+    })
     assert sorted(out) == sorted([
         'backbone.layers.3.attn.gamma1.weight', 'backbone.layers.3.ffn.gamma2.weight',
         'backbone.layers.0.ffn.layers.0.0.weight', 'backbone.layers.0.ffn.layers.1.bias',
-        'backbone.ln1.weight', 'head.layers.head.bias',
-        'backbone.patch_embed.projection.weight'])
+        'backbone.ln1.weight', 'head.layers.head.bias', 'backbone.patch_embed.projection.weight'
+    ])
     with pytest.raises(KeyError, match='dist_token'):
         convert_timm_deit3({'dist_token': t})
     with pytest.raises(KeyError, match='attn.q_norm'):
@@ -192,8 +209,13 @@ def test_converter_tool(tmp_path):
     src = tmp_path / 'timm_deit3.pth'
     torch.save({'model': ref.state_dict()}, src)
     dst = tmp_path / 'out' / 'deit3_mmkd.pth'
-    proc = subprocess.run([sys.executable, 'tools/model_converters/timm_deit3_to_mmkd.py',
-                           str(src), str(dst)], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, 'tools/model_converters/timm_deit3_to_mmkd.py',
+         str(src),
+         str(dst)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True)
     assert proc.returncode == 0, proc.stderr
     ours = classifier('mmkd_ext.DeiT3')
     ours.load_state_dict(torch.load(dst, weights_only=True)['state_dict'], strict=True)

@@ -14,6 +14,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from conftest import KD_CFG, ROOT, STUDENT_CFG, TEACHER_CFG, tiny_cfg
 from mmengine.logging import HistoryBuffer
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
@@ -25,7 +26,6 @@ from mmkd_ext.apis.export import export_student
 from mmkd_ext.distillers import Distiller
 from mmkd_ext.utils.checkpoint import (TRUST_ENV, allowed_globals, load_checkpoint_file,
                                        unwrap_state_dict)
-from conftest import KD_CFG, ROOT, STUDENT_CFG, TEACHER_CFG, tiny_cfg
 
 HB_MODULE, HB_NAME = 'mmengine.logging.history_buffer', 'HistoryBuffer'
 
@@ -43,6 +43,7 @@ def no_trust(monkeypatch):
 
 
 # --- hand-written pickles (protocol 2, what torch.save writes) -------------------------------
+
 
 def op_global(module, name):
     return b'c' + f'{module}\n{name}\n'.encode()
@@ -104,9 +105,9 @@ def hostile_getattr_tofile(target):
     """(a) getattr reaches ``ndarray.tofile``; planted as a HistoryBuffer's instance
     ``__setstate__``, the next BUILD on the buffer calls ``tofile(target)``. The loader before
     this policy loaded it and wrote the file."""
-    return (op_global(HB_MODULE, HB_NAME) + EMPTY_TUPLE + NEWOBJ + op_put(200)
-            + EMPTY_DICT + MARK + op_str('__setstate__') + bound_tofile() + SETITEMS + BUILD
-            + op_str(str(target)) + BUILD)
+    return (op_global(HB_MODULE, HB_NAME) + EMPTY_TUPLE + NEWOBJ + op_put(200) + EMPTY_DICT + MARK +
+            op_str('__setstate__') + bound_tofile() + SETITEMS + BUILD + op_str(str(target)) +
+            BUILD)
 
 
 def hostile_planted_setstate(target):
@@ -114,8 +115,8 @@ def hostile_planted_setstate(target):
     allow-list admits (HistoryBuffer.mean), and a second BUILD calls it."""
     hb = op_global(HB_MODULE, HB_NAME) + op_put(201)
     mean = op_global('__builtin__', 'getattr') + op_get(201) + op_str('mean') + TUPLE2 + REDUCE
-    return (hb + EMPTY_TUPLE + NEWOBJ + op_put(200)
-            + history_state(__setstate__=mean) + BUILD + op_str(str(target)) + BUILD)
+    return (hb + EMPTY_TUPLE + NEWOBJ + op_put(200) + history_state(__setstate__=mean) + BUILD +
+            op_str(str(target)) + BUILD)
 
 
 def hostile_statistics_table(target):
@@ -130,10 +131,9 @@ def hostile_statistics_table(target):
 def hostile_prefix_method(target):
     """(c) ``HistoryBuffer.__setstate__`` only prefix-matches the allowed class name; called on a
     buffer it plants ``tofile`` as above."""
-    return (op_global(HB_MODULE, HB_NAME + '.__setstate__') + MARK
-            + op_global(HB_MODULE, HB_NAME) + EMPTY_TUPLE + NEWOBJ + op_put(200)
-            + EMPTY_DICT + MARK + op_str('__setstate__') + bound_tofile() + SETITEMS
-            + TUPLE + REDUCE + op_get(200) + op_str(str(target)) + BUILD)
+    return (op_global(HB_MODULE, HB_NAME + '.__setstate__') + MARK + op_global(HB_MODULE, HB_NAME) +
+            EMPTY_TUPLE + NEWOBJ + op_put(200) + EMPTY_DICT + MARK + op_str('__setstate__') +
+            bound_tofile() + SETITEMS + TUPLE + REDUCE + op_get(200) + op_str(str(target)) + BUILD)
 
 
 def hostile_prefix_class(target):
@@ -144,8 +144,8 @@ def hostile_prefix_class(target):
 def hostile_prefix_descriptor(target):
     """(c) ``numpy.ndarray.tofile`` (under the allowed ``numpy.ndarray``) called directly."""
     payload = np.frombuffer(b'written by a checkpoint', dtype=np.uint8)
-    return (op_global('numpy', 'ndarray.tofile') + MARK + op_array(payload)
-            + op_str(str(target)) + TUPLE + REDUCE)
+    return (op_global('numpy', 'ndarray.tofile') + MARK + op_array(payload) + op_str(str(target)) +
+            TUPLE + REDUCE)
 
 
 HOSTILE = {
@@ -155,10 +155,9 @@ HOSTILE = {
     'prefix_method': (hostile_prefix_method,
                       r"not known to be safe: \['mmengine.logging.history_buffer.HistoryBuffer"
                       r".__setstate__'\]"),
-    'prefix_class': (hostile_prefix_class,
-                     r"not known to be safe: \['collections.OrderedDictX'\]"),
-    'prefix_descriptor': (hostile_prefix_descriptor,
-                          r"not known to be safe: \['numpy.ndarray.tofile'\]"),
+    'prefix_class': (hostile_prefix_class, r"not known to be safe: \['collections.OrderedDictX'\]"),
+    'prefix_descriptor':
+    (hostile_prefix_descriptor, r"not known to be safe: \['numpy.ndarray.tofile'\]"),
 }
 
 
@@ -192,8 +191,12 @@ def test_hostile_checkpoint_is_refused_and_writes_nothing(tmp_path, kind):
 
 def build_distiller(**kw):
     init_default_scope('mmpretrain')
-    return Distiller(student=STUDENT_CFG, teacher=TEACHER_CFG, input_shape=(1, 8, 8),
-                     methods=[dict(type='KDLoss')], **kw)
+    return Distiller(
+        student=STUDENT_CFG,
+        teacher=TEACHER_CFG,
+        input_shape=(1, 8, 8),
+        methods=[dict(type='KDLoss')],
+        **kw)
 
 
 def resume_from(tmp_path, path):
@@ -226,9 +229,14 @@ def test_every_entry_point_refuses_a_hostile_checkpoint(tmp_path, monkeypatch, k
 def test_export_tool_refuses_a_hostile_checkpoint(tmp_path):
     path, target, reason = make_hostile(tmp_path, 'getattr_tofile')
     env = {k: v for k, v in os.environ.items() if k != TRUST_ENV}
-    proc = subprocess.run([sys.executable, 'tools/export_student.py', path,
-                           str(tmp_path / 'student.pth')], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, 'tools/export_student.py', path,
+         str(tmp_path / 'student.pth')],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "getattr(a numpy.ndarray object, 'tofile')" in proc.stderr
     assert 'Traceback' not in proc.stderr
@@ -277,8 +285,9 @@ def test_real_runner_checkpoint_resumes_without_full_pickle(tmp_path, teacher_ck
     assert loss.mean() == pytest.approx(loss._log_history.mean())
     assert loss.statistics('current') == loss._log_history[-1]
 
-    runner = build_runner(tiny_cfg(KD_CFG, tmp_path / 'second', max_epochs=2,
-                                   teacher_checkpoint=teacher_ckpt), resume=first)
+    runner = build_runner(
+        tiny_cfg(KD_CFG, tmp_path / 'second', max_epochs=2, teacher_checkpoint=teacher_ckpt),
+        resume=first)
     runner.train()
     assert runner.epoch == 2 and osp.isfile(tmp_path / 'second' / 'epoch_2.pth')
     # Epoch 1's loss history came back from the file and epoch 2 was appended to it.
@@ -287,8 +296,9 @@ def test_real_runner_checkpoint_resumes_without_full_pickle(tmp_path, teacher_ck
     assert len(history) == 2 * per_epoch
     np.testing.assert_array_equal(history[:per_epoch], loss._log_history)
     # The second checkpoint loads again the same way.
-    assert_same(load_checkpoint_file(str(tmp_path / 'second' / 'epoch_2.pth')),
-                torch.load(tmp_path / 'second' / 'epoch_2.pth', weights_only=False))
+    assert_same(
+        load_checkpoint_file(str(tmp_path / 'second' / 'epoch_2.pth')),
+        torch.load(tmp_path / 'second' / 'epoch_2.pth', weights_only=False))
 
 
 def test_loading_leaves_torch_allow_list_as_it_was(teacher_ckpt):
@@ -334,8 +344,8 @@ def test_torch_without_allow_list_api_loads_tensors_only(teacher_ckpt, tmp_path,
     # torch < 2.5: no safe_globals; tensors load, a Runner checkpoint needs the explicit opt-in.
     monkeypatch.delattr(torch.serialization, 'safe_globals')
     torch.save({'state_dict': {'w': torch.ones(2)}}, tmp_path / 'plain.pth')
-    assert torch.equal(load_checkpoint_file(str(tmp_path / 'plain.pth'))['state_dict']['w'],
-                       torch.ones(2))
+    assert torch.equal(
+        load_checkpoint_file(str(tmp_path / 'plain.pth'))['state_dict']['w'], torch.ones(2))
     with pytest.raises(pickle.UnpicklingError, match='has no allow-list API'):
         load_checkpoint_file(teacher_ckpt)
     monkeypatch.setenv(TRUST_ENV, '1')
@@ -344,18 +354,22 @@ def test_torch_without_allow_list_api_loads_tensors_only(teacher_ckpt, tmp_path,
 
 # --- damaged files ---------------------------------------------------------------------------
 
+
 def damaged_files(tmp_path, teacher_ckpt):
     data = open(teacher_ckpt, 'rb').read()
     legacy = io.BytesIO()
-    torch.save({'state_dict': {'w': torch.ones(1000)}}, legacy,
+    torch.save({'state_dict': {
+        'w': torch.ones(1000)
+    }},
+               legacy,
                _use_new_zipfile_serialization=False)
     files = {
         'empty.pth': (b'', r'is empty \(0 bytes\)'),
         'half.pth': (data[:len(data) // 2], rf'\({len(data) // 2} bytes\) is truncated or corrupt'),
-        'legacy_half.pth': (legacy.getvalue()[:len(legacy.getvalue()) // 2],
-                            r'bytes\) is truncated or corrupt'),
-        'page.pth': (b'<!DOCTYPE html><html>Not Found</html>',
-                     r'is not a file written by torch.save'),
+        'legacy_half.pth':
+        (legacy.getvalue()[:len(legacy.getvalue()) // 2], r'bytes\) is truncated or corrupt'),
+        'page.pth':
+        (b'<!DOCTYPE html><html>Not Found</html>', r'is not a file written by torch.save'),
     }
     for name, (content, _) in files.items():
         (tmp_path / name).write_bytes(content)
@@ -380,8 +394,9 @@ def test_truncated_checkpoint_on_resume_says_so(tmp_path, teacher_ckpt):
 
 # --- URLs ------------------------------------------------------------------------------------
 
+
 def test_url_checkpoints_go_to_the_hub_cache_and_through_the_policy(tmp_path, monkeypatch,
-                                                                   teacher_ckpt):
+                                                                    teacher_ckpt):
     calls = []
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
 
@@ -405,10 +420,20 @@ def test_url_checkpoints_go_to_the_hub_cache_and_through_the_policy(tmp_path, mo
 
 # --- state dicts -----------------------------------------------------------------------------
 
+
 def test_unwrap_state_dict():
     w = torch.ones(1)
-    ckpt = {'meta': {}, 'model_ema': {'a': w},
-            'model': {'module._orig_mod.a': w, '_orig_mod.module.b': w, 'step': 3}}
+    ckpt = {
+        'meta': {},
+        'model_ema': {
+            'a': w
+        },
+        'model': {
+            'module._orig_mod.a': w,
+            '_orig_mod.module.b': w,
+            'step': 3
+        }
+    }
     assert unwrap_state_dict(ckpt) == {'a': w, 'b': w}
     assert unwrap_state_dict(ckpt, keys=('model_ema', 'model')) == {'a': w}
     assert unwrap_state_dict({'a': w, 'n': 1}) == {'a': w}

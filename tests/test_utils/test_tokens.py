@@ -51,9 +51,12 @@ def test_downsampled_grid_on_a_real_swin():
     what downsampled_grid infers from its token count."""
     from mmpretrain.models import SwinTransformer
     torch.manual_seed(0)
-    swin = SwinTransformer(arch=dict(embed_dims=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1]),
-                           img_size=(28, 20), window_size=2, pad_small_map=True,
-                           out_indices=(0, 1, 2, 3))
+    swin = SwinTransformer(
+        arch=dict(embed_dims=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1]),
+        img_size=(28, 20),
+        window_size=2,
+        pad_small_map=True,
+        out_indices=(0, 1, 2, 3))
     swin.eval()  # (mmpretrain's Swin.train() returns None)
     seen = []
     hooks = [s.register_forward_hook(lambda m, a, out: seen.append(out)) for s in swin.stages]
@@ -113,8 +116,8 @@ def test_sincos_pos_embed_by_hand():
     for r in range(h):
         for c in range(w):
             expected = ([math.sin(r * o) for o in omega] + [math.cos(r * o) for o in omega] +
-                        [math.sin(c * o) for o in omega] + [math.cos(c * o) for o in omega] +
-                        [0.0, 0.0])
+                        [math.sin(c * o) for o in omega] + [math.cos(c * o)
+                                                            for o in omega] + [0.0, 0.0])
             assert emb[0, r * w + c].tolist() == pytest.approx(expected, abs=1e-6)
     # Every position is told apart from every other (what the attention generators need).
     full = sincos_pos_embed((h, w), 8)[0]

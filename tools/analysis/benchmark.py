@@ -45,15 +45,19 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=int, help='torch CPU threads (default: torch default)')
     p.add_argument('--out-dir', default='work_dirs/benchmark')
     p.add_argument('--markdown', help='also write a markdown table for all configs here')
-    p.add_argument('--keep-checkpoint', action='store_true',
-                   help='load the teacher checkpoint of the config')
-    p.add_argument('--render-only', action='store_true',
-                   help='do not measure: rewrite --markdown from the JSON files in --out-dir')
+    p.add_argument(
+        '--keep-checkpoint', action='store_true', help='load the teacher checkpoint of the config')
+    p.add_argument(
+        '--render-only',
+        action='store_true',
+        help='do not measure: rewrite --markdown from the JSON files in --out-dir')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
     return p.parse_args(argv)
 
 
-def build_distiller_from_config(config: str, size: int, keep_checkpoint: bool = False,
+def build_distiller_from_config(config: str,
+                                size: int,
+                                keep_checkpoint: bool = False,
                                 cfg_options: Optional[dict] = None):
     """The distiller of a distillation config, with a (C, size, size) dry run; the teacher keeps
     its initial weights unless ``keep_checkpoint`` (speed does not depend on them)."""
@@ -73,9 +77,13 @@ def build_distiller_from_config(config: str, size: int, keep_checkpoint: bool = 
 
 def machine_info(device: torch.device) -> dict:
     """Python, torch, CPU model (from /proc/cpuinfo), core and thread counts, GPU name."""
-    info = dict(python=platform.python_version(), torch=torch.__version__,
-                machine=platform.machine(), cpu_count=os.cpu_count(),
-                torch_threads=torch.get_num_threads(), device=str(device))
+    info = dict(
+        python=platform.python_version(),
+        torch=torch.__version__,
+        machine=platform.machine(),
+        cpu_count=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        device=str(device))
     try:
         with open('/proc/cpuinfo') as f:
             for line in f:
@@ -91,14 +99,24 @@ def machine_info(device: torch.device) -> dict:
 
 def _sweep_row(m: dict) -> dict:
     t = {n: v['median'] for n, v in m['times_ms'].items()}
-    return dict(batch=m['batch'], image_size=m['image_size'][0], student_ms=t['student'],
-                teacher_ms=t['teacher'], distill_ms=t['distill'], floor_ms=m['floor_ms'],
-                overhead_ratio=m['overhead_ratio'])
+    return dict(
+        batch=m['batch'],
+        image_size=m['image_size'][0],
+        student_ms=t['student'],
+        teacher_ms=t['teacher'],
+        distill_ms=t['distill'],
+        floor_ms=m['floor_ms'],
+        overhead_ratio=m['overhead_ratio'])
 
 
-def run_benchmark(distiller, batch: int = 8, image_size: Sequence[int] = (224, 224),
-                  device: str = 'cpu', iters: int = 10, warmup: int = 3,
-                  sweep_batches: Sequence[int] = (), sweep_sizes: Sequence[int] = (),
+def run_benchmark(distiller,
+                  batch: int = 8,
+                  image_size: Sequence[int] = (224, 224),
+                  device: str = 'cpu',
+                  iters: int = 10,
+                  warmup: int = 3,
+                  sweep_batches: Sequence[int] = (),
+                  sweep_sizes: Sequence[int] = (),
                   sweep_iters: Optional[int] = None) -> dict:
     """The whole benchmark of one distiller: the main point, the sweeps, AMP on CUDA."""
     device = torch.device(device)
@@ -114,10 +132,12 @@ def run_benchmark(distiller, batch: int = 8, image_size: Sequence[int] = (224, 2
     s_iters = sweep_iters or max(3, iters // 2)
     result['sweep_batch'] = [
         _sweep_row(measure(distiller, b, image_size, device, s_iters, 1, memory=False))
-        for b in sweep_batches]
+        for b in sweep_batches
+    ]
     result['sweep_size'] = [
         _sweep_row(measure(distiller, batch, (s, s), device, s_iters, 1, memory=False))
-        for s in sweep_sizes]
+        for s in sweep_sizes
+    ]
     if device.type == 'cuda':
         result['images_per_s'] = {}
         for amp in (False, True):

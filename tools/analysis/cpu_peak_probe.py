@@ -59,7 +59,10 @@ class PeakRSS:
         return False
 
 
-def probe(config: str, size: int, batch: int, keep_checkpoint: bool = False,
+def probe(config: str,
+          size: int,
+          batch: int,
+          keep_checkpoint: bool = False,
           cfg_options: Optional[dict] = None) -> dict:
     """In this process: {'student'|'teacher'|'distill': peak MB above the level before the step}."""
     from benchmark import build_distiller_from_config
@@ -78,14 +81,22 @@ def probe(config: str, size: int, batch: int, keep_checkpoint: bool = False,
     return out
 
 
-def fresh_process_cpu_peaks(config: str, size: int, batch: int, keep_checkpoint: bool = False,
+def fresh_process_cpu_peaks(config: str,
+                            size: int,
+                            batch: int,
+                            keep_checkpoint: bool = False,
                             cfg_options: Optional[dict] = None) -> dict:
     """:func:`probe` run in a fresh child process with every large block mmap-ed."""
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='0',
-               OMP_NUM_THREADS=str(torch.get_num_threads()))
+    env = dict(
+        os.environ,
+        MALLOC_MMAP_THRESHOLD_='65536',
+        MALLOC_TRIM_THRESHOLD_='0',
+        OMP_NUM_THREADS=str(torch.get_num_threads()))
     args = json.dumps([config, size, batch, keep_checkpoint, cfg_options])
-    proc = subprocess.run([sys.executable, osp.abspath(__file__), args], env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, osp.abspath(__file__), args],
+                          env=env,
+                          capture_output=True,
+                          text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith('PEAKS')]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f'The CPU memory probe of {config} failed:\n{proc.stderr[-3000:]}')

@@ -44,7 +44,6 @@ import json
 import math
 import os
 import os.path as osp
-import sys
 import textwrap
 
 import numpy as np
@@ -52,12 +51,9 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import DictAction
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, ROOT)  # run from a checkout without installing
-
-import mmkd_ext  # noqa: E402,F401
-from mmkd_ext.analysis.spectral import (analyse_model, default_num_layers,  # noqa: E402
-                                        find_layers, pair_layers, propose_layers)
+import mmkd_ext  # noqa: F401  (registers the models; the package is installed by tools/setup.sh)
+from mmkd_ext.analysis.spectral import (analyse_model, default_num_layers, find_layers, pair_layers,
+                                        propose_layers)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
 # Area of a photo crop, as a fraction of the largest crop of the input's aspect: at 224 px even the
@@ -68,35 +64,52 @@ LUMA_RGB = (0.299, 0.587, 0.114)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('model', metavar='CONFIG_OR_MODEL')
-    parser.add_argument('--checkpoint', help='weights of the model (of the student for a '
-                        'distillation config)')
-    parser.add_argument('--teacher-checkpoint', help="teacher weights (default: the config's "
-                        "teacher_checkpoint when the file exists; '' for none)")
-    parser.add_argument('--data', default='photos',
-                        help="'photos' (scikit-learn's sample photographs, random crops), 'val' "
-                        "(the config's validation dataset) or an image folder")
+    parser.add_argument(
+        '--checkpoint', help='weights of the model (of the student for a '
+        'distillation config)')
+    parser.add_argument(
+        '--teacher-checkpoint',
+        help="teacher weights (default: the config's "
+        "teacher_checkpoint when the file exists; '' for none)")
+    parser.add_argument(
+        '--data',
+        default='photos',
+        help="'photos' (scikit-learn's sample photographs, random crops), 'val' "
+        "(the config's validation dataset) or an image folder")
     parser.add_argument('--num-images', type=int, default=64, help='at most this many images')
     parser.add_argument('--batch-size', type=int, default=16)
-    parser.add_argument('--shape', type=int, nargs=3, metavar=('C', 'H', 'W'),
-                        help='input shape of the photo crops (and of folder images when the '
-                        "config's pipeline loads nothing); default: see the data section above")
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs=3,
+        metavar=('C', 'H', 'W'),
+        help='input shape of the photo crops (and of folder images when the '
+        "config's pipeline loads nothing); default: see the data section above")
     parser.add_argument('--layers', nargs='+', help='module path patterns (student / model)')
     parser.add_argument('--teacher-layers', nargs='+', help='module path patterns of the teacher')
-    parser.add_argument('--num-layers', type=int,
-                        help='how many layers to propose (default: all of <= 4 stages, else a '
-                        'third of the depth)')
-    parser.add_argument('--loss-weight', type=float, default=0.2,
-                        help='loss_weight written in the printed snippet')
+    parser.add_argument(
+        '--num-layers',
+        type=int,
+        help='how many layers to propose (default: all of <= 4 stages, else a '
+        'third of the depth)')
+    parser.add_argument(
+        '--loss-weight', type=float, default=0.2, help='loss_weight written in the printed snippet')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. '
-                        'val_dataloader.dataset.data_root=PATH/TO/imagenet')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, e.g. '
+        'val_dataloader.dataset.data_root=PATH/TO/imagenet')
     parser.add_argument('--out-dir', help='default: work_dirs/spectral_analysis/NAME')
-    parser.add_argument('--seed', type=int, default=0,
-                        help='seed of the random weights, photo crops and image subsets')
+    parser.add_argument(
+        '--seed',
+        type=int,
+        default=0,
+        help='seed of the random weights, photo crops and image subsets')
     args = parser.parse_args(argv)
     if args.num_images < 1 or args.batch_size < 1:
         parser.error(f'--num-images and --batch-size must be >= 1, got {args.num_images} and '
@@ -246,8 +259,9 @@ def sample_photo_crops(num: int, shape, seed: int = 0):
         top, left = rng.randint(0, ph - ch + 1), rng.randint(0, pw - cw + 1)
         crop = torch.from_numpy(np.ascontiguousarray(photo[top:top + ch, left:left + cw]))
         crop = crop.permute(2, 0, 1)[None].float()
-        crop = F.interpolate(crop, size=(h, w), mode='bilinear', align_corners=False,
-                             antialias=True)[0].round().clamp(0, 255)
+        crop = F.interpolate(
+            crop, size=(h, w), mode='bilinear', align_corners=False,
+            antialias=True)[0].round().clamp(0, 255)
         if c == 1:
             luma = torch.tensor(LUMA_RGB).view(3, 1, 1)
             crop = (crop * luma).sum(0, keepdim=True).round().clamp(0, 255)
@@ -291,8 +305,12 @@ def val_images(cfg, num: int, seed: int = 0):
     for i in _pick(len(dataset), num, seed):
         images.append(_packed_inputs(dataset[i], f'item {i} of the validation dataset'))
         data_info = dataset.get_data_info(i) if hasattr(dataset, 'get_data_info') else {}
-        info.append(dict(index=i, **({'img_path': data_info['img_path']}
-                                     if data_info.get('img_path') else {})))
+        info.append(
+            dict(
+                index=i,
+                **({
+                    'img_path': data_info['img_path']
+                } if data_info.get('img_path') else {})))
     return images, info
 
 
@@ -306,8 +324,10 @@ def folder_pipeline(cfg, shape):
     steps = [copy.deepcopy(dict(s)) for s in ((ds.get('pipeline') or []) if ds else [])]
     if not any('LoadImage' in str(s.get('type', '')) for s in steps):
         c, h, w = shape
-        steps = [dict(type='LoadImageFromFile', color_type='grayscale' if c == 1 else 'color'),
-                 dict(type='Resize', scale=(w, h), interpolation='area')] + steps
+        steps = [
+            dict(type='LoadImageFromFile', color_type='grayscale' if c == 1 else 'color'),
+            dict(type='Resize', scale=(w, h), interpolation='area')
+        ] + steps
     if not any('Pack' in str(s.get('type', '')) for s in steps):
         steps.append(dict(type='PackInputs'))
     return steps
@@ -327,8 +347,9 @@ def folder_images(folder: str, pipeline, num: int, seed: int = 0):
         ``folder``).
     """
     from mmengine.dataset import Compose
-    files = sorted(osp.relpath(osp.join(d, f), folder) for d, _, names in os.walk(folder)
-                   for f in names if f.lower().endswith(IMAGE_EXTENSIONS))
+    files = sorted(
+        osp.relpath(osp.join(d, f), folder) for d, _, names in os.walk(folder) for f in names
+        if f.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
         raise FileNotFoundError(f'No image file ({", ".join(IMAGE_EXTENSIONS)}) under {folder!r}.')
     transform = Compose(pipeline)
@@ -362,8 +383,8 @@ def preprocess(model, images):
     """A list of raw images (C, H, W) -> the model's input batch (B, C, H, W), through its own
     ``data_preprocessor`` (channel order, normalisation, padding) as in testing."""
     channels = _input_channels(model)
-    if getattr(model.data_preprocessor, 'mean', None) is not None and any(
-            img.shape[0] != channels for img in images):
+    if getattr(model.data_preprocessor, 'mean', None) is not None and any(img.shape[0] != channels
+                                                                          for img in images):
         raise ValueError(f'The images have {sorted({int(i.shape[0]) for i in images})} channels, '
                          f"but {type(model).__name__}'s data preprocessor normalises {channels}: "
                          f'give --shape {channels} H W (photos) or a pipeline that loads '
@@ -398,11 +419,22 @@ def plot_intensity(results, path, title='Spectral intensity over depth'):
         x = np.arange(n) / max(n - 1, 1)
         line, = ax.plot(x, res['intensity'], marker='o', ms=3, label=f'{label} ({n} layers)')
         hot = res.get('proposed', [])
-        ax.plot(x[hot], np.asarray(res['intensity'])[hot], linestyle='none', marker='*', ms=11,
-                color=line.get_color(), markeredgecolor='k', markeredgewidth=0.5)
+        ax.plot(
+            x[hot],
+            np.asarray(res['intensity'])[hot],
+            linestyle='none',
+            marker='*',
+            ms=11,
+            color=line.get_color(),
+            markeredgecolor='k',
+            markeredgewidth=0.5)
         for i in hot:
-            ax.annotate(str(i), (x[i], res['intensity'][i]), textcoords='offset points',
-                        xytext=(0, 6), ha='center', fontsize=7)
+            ax.annotate(
+                str(i), (x[i], res['intensity'][i]),
+                textcoords='offset points',
+                xytext=(0, 6),
+                ha='center',
+                fontsize=7)
     ax.set_xlabel('relative depth (layer index / (layers - 1))')
     ax.set_ylabel('mean |rfft2(X)| (ortho)')
     ax.set_title(title + '  (* = proposed to distill)', fontsize=10)
@@ -419,12 +451,16 @@ def plot_channel_spectra(results, path, bins: int = 64):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 3.6), dpi=100,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(results), figsize=(3.6 * len(results), 3.6), dpi=100, squeeze=False)
     for ax, (label, res) in zip(axes[0], results.items()):
         grid = np.stack([resample_spectrum(s, bins) for s in res['channel_spectrum']])
-        im = ax.imshow(np.log10(grid + 1e-12), aspect='auto', origin='lower', cmap='magma',
-                       extent=(0.0, 0.5, -0.5, len(grid) - 0.5))
+        im = ax.imshow(
+            np.log10(grid + 1e-12),
+            aspect='auto',
+            origin='lower',
+            cmap='magma',
+            extent=(0.0, 0.5, -0.5, len(grid) - 0.5))
         ax.set_title(label, fontsize=10)
         ax.set_xlabel('channel frequency (cycles / channel)')
         ax.set_ylabel('layer')
@@ -435,13 +471,19 @@ def plot_channel_spectra(results, path, bins: int = 64):
     plt.close(fig)
 
 
-def config_snippet(student_layers, teacher_layers, student_grid=None, teacher_grid=None,
+def config_snippet(student_layers,
+                   teacher_layers,
+                   student_grid=None,
+                   teacher_grid=None,
                    loss_weight=0.2) -> str:
     """The SpectralKDLoss entry of a distillation config's ``methods`` for the given layer pairs."""
 
     def taps(layers, grid):
-        lines = textwrap.wrap(', '.join(repr(p) for p in layers), width=80,
-                              initial_indent='        feats=[', subsequent_indent=' ' * 15)
+        lines = textwrap.wrap(
+            ', '.join(repr(p) for p in layers),
+            width=80,
+            initial_indent='        feats=[',
+            subsequent_indent=' ' * 15)
         extra = f',\n        grid={grid!r}' if grid else ''
         return 'dict(\n' + '\n'.join(lines) + ']' + extra + ')'
 
@@ -490,20 +532,36 @@ def main(argv=None):
     name = osp.splitext(osp.basename(args.model.split('::')[-1]))[0]
     out_dir = args.out_dir or osp.join('work_dirs', 'spectral_analysis', name)
     os.makedirs(out_dir, exist_ok=True)
-    labels = {role: (f'{role}: {type(m.backbone).__name__}' if hasattr(m, 'backbone') else role)
-              for role, m in models.items()}
-    figures = dict(intensity=osp.join(out_dir, 'spectral_intensity.png'),
-                   channel_spectra=osp.join(out_dir, 'channel_spectra.png'))
-    source = {'photos': "scikit-learn's sample photos", 'val': 'validation set'}.get(
-        args.data, osp.basename(osp.normpath(args.data)))
-    plot_intensity({labels[r]: res for r, res in results.items()}, figures['intensity'],
+    labels = {
+        role: (f'{role}: {type(m.backbone).__name__}' if hasattr(m, 'backbone') else role)
+        for role, m in models.items()
+    }
+    figures = dict(
+        intensity=osp.join(out_dir, 'spectral_intensity.png'),
+        channel_spectra=osp.join(out_dir, 'channel_spectra.png'))
+    source = {
+        'photos': "scikit-learn's sample photos",
+        'val': 'validation set'
+    }.get(args.data, osp.basename(osp.normpath(args.data)))
+    plot_intensity({
+        labels[r]: res
+        for r, res in results.items()
+    },
+                   figures['intensity'],
                    title=f'{name}\n{len(images)} images: {source}')
-    plot_channel_spectra({labels[r]: res for r, res in results.items()},
-                         figures['channel_spectra'])
-    report = dict(model=args.model, data=args.data, num_images=len(images),
-                  input_shape=input_shapes, inputs=described, figures=figures, snippet=snippet,
-                  models={role: dict(res, shapes=[list(x) for x in res['shapes']])
-                          for role, res in results.items()})
+    plot_channel_spectra({labels[r]: res for r, res in results.items()}, figures['channel_spectra'])
+    report = dict(
+        model=args.model,
+        data=args.data,
+        num_images=len(images),
+        input_shape=input_shapes,
+        inputs=described,
+        figures=figures,
+        snippet=snippet,
+        models={
+            role: dict(res, shapes=[list(x) for x in res['shapes']])
+            for role, res in results.items()
+        })
     with open(osp.join(out_dir, 'spectral_analysis.json'), 'w') as f:
         json.dump(report, f, indent=1)
 

@@ -13,8 +13,5 @@ model = dict(
     pretrained=False,
     num_classes=1000,
     data_preprocessor=dict(
-        num_classes=1000,
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        to_rgb=True),
+        num_classes=1000, mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True),
 )

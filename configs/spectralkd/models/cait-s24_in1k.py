@@ -1,7 +1,8 @@
 # CaiT-S24 at 224 (timm's `cait_s24_224` weights), the SpectralKD teacher for the DeiT students.
 # mmpretrain has no CaiT: the backbone is mmkd_ext's (mmkd_ext/models/backbones/cait.py). Weights:
 # convert timm's checkpoint once with
-#   python tools/model_converters/timm_cait_to_mmkd.py cait_s24_224.pth checkpoints/cait-s24_in1k.pth
+#   python tools/model_converters/timm_cait_to_mmkd.py cait_s24_224.pth
+# checkpoints/cait-s24_in1k.pth
 # Evaluation as timm evaluates it: bicubic resize to 224, no extra crop margin (crop_pct 1.0).
 _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',

@@ -55,8 +55,8 @@ def teacher_predict(distiller, data_batch: dict):
         ``pred_label`` for an mmpretrain classifier).
     """
     data = distiller.data_preprocessor(data_batch, False)
-    return distiller.teacher(distiller.teacher_inputs(data['inputs']), data['data_samples'],
-                             mode='predict')
+    return distiller.teacher(
+        distiller.teacher_inputs(data['inputs']), data['data_samples'], mode='predict')
 
 
 def evaluate_teacher(model, dataloader, evaluator) -> dict:
@@ -76,12 +76,14 @@ def evaluate_teacher(model, dataloader, evaluator) -> dict:
     """
     distiller = unwrap_distiller(model)
     for data_batch in dataloader:
-        evaluator.process(data_samples=teacher_predict(distiller, data_batch),
-                          data_batch=data_batch)
+        evaluator.process(
+            data_samples=teacher_predict(distiller, data_batch), data_batch=data_batch)
     return evaluator.evaluate(len(dataloader.dataset))
 
 
-def teacher_verdict(measured: float, expected: Optional[float], tolerance: float,
+def teacher_verdict(measured: float,
+                    expected: Optional[float],
+                    tolerance: float,
                     metric: str = 'accuracy/top1') -> str:
     """One line comparing ``measured`` with ``expected``; 'PASS' / 'FAIL' / no verdict."""
     if expected is None:
@@ -141,16 +143,19 @@ class TeacherCheckHook(Hook):
             return
         val_loop = runner.val_loop
         if val_loop is None:
-            print_log('TeacherCheckHook: the run has no validation loop (val_cfg / val_dataloader '
-                      'off, e.g. --no-validate): the teacher is NOT checked.',
-                      logger='current', level=30)
+            print_log(
+                'TeacherCheckHook: the run has no validation loop (val_cfg / val_dataloader '
+                'off, e.g. --no-validate): the teacher is NOT checked.',
+                logger='current',
+                level=30)
             return
         runner.logger.info(f'TeacherCheckHook: evaluating the teacher on the validation set '
                            f'({len(val_loop.dataloader.dataset)} images) before training.')
         metrics = evaluate_teacher(runner.model, val_loop.dataloader, val_loop.evaluator)
         self.check(metrics)
-        runner.logger.info('TeacherCheckHook: ' + teacher_verdict(
-            self.result, self.expected_top1, self.tolerance, self.metric))
+        runner.logger.info(
+            'TeacherCheckHook: ' +
+            teacher_verdict(self.result, self.expected_top1, self.tolerance, self.metric))
 
     def check(self, metrics: dict) -> float:
         """Compare ``metrics[self.metric]`` with the expected value; raise when too low.

@@ -15,7 +15,8 @@ Parameter names are ours (mmpretrain-like: ``layers.i.ln1``, ``ffn.fc1``, ``ls1.
 ``ln1``); :func:`convert_timm_cait` maps a timm CaiT state dict onto a classifier built with this
 backbone and a ``LinearClsHead``.
 
-Feature taps: ``backbone.layers.i`` outputs the patch tokens (B, N, D) (``num_extra_tokens = 0``: the
+Feature taps: ``backbone.layers.i`` outputs the patch tokens (B, N, D) (``num_extra_tokens = 0``:
+the
 class token only exists in ``cls_layers``); ``backbone.patch_embed`` outputs (tokens, (h, w)).
 """
 import re
@@ -75,7 +76,11 @@ class TalkingHeadAttention(nn.Module):
     (B, N, D) -> (B, N, D).
     """
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
+    def __init__(self,
+                 dim: int,
+                 num_heads: int,
+                 qkv_bias: bool = True,
+                 attn_drop: float = 0.0,
                  proj_drop: float = 0.0):
         super().__init__()
         self.num_heads = num_heads
@@ -91,7 +96,7 @@ class TalkingHeadAttention(nn.Module):
         B, N, D = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, D // self.num_heads) \
             .permute(2, 0, 3, 1, 4)                       # each (B, heads, N, D/heads)
-        attn = (q * self.scale) @ k.transpose(-2, -1)      # (B, heads, N, N)
+        attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, N, N)
         # Heads are the last dim for the Linear mixing: (B, N, N, heads).
         attn = self.proj_l(attn.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         attn = attn.softmax(dim=-1)
@@ -107,7 +112,11 @@ class ClassAttention(nn.Module):
     (B, 1 + N, D) -> (B, 1, D).
     """
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
+    def __init__(self,
+                 dim: int,
+                 num_heads: int,
+                 qkv_bias: bool = True,
+                 attn_drop: float = 0.0,
                  proj_drop: float = 0.0):
         super().__init__()
         self.num_heads = num_heads
@@ -122,8 +131,8 @@ class ClassAttention(nn.Module):
     def forward(self, x):
         B, N, D = x.shape
         h = self.num_heads
-        q = self.q(x[:, :1]).reshape(B, 1, h, D // h).transpose(1, 2)   # (B, h, 1, D/h)
-        k = self.k(x).reshape(B, N, h, D // h).transpose(1, 2)           # (B, h, N, D/h)
+        q = self.q(x[:, :1]).reshape(B, 1, h, D // h).transpose(1, 2)  # (B, h, 1, D/h)
+        k = self.k(x).reshape(B, N, h, D // h).transpose(1, 2)  # (B, h, N, D/h)
         v = self.v(x).reshape(B, N, h, D // h).transpose(1, 2)
         attn = self.attn_drop(((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1))
         x_cls = (attn @ v).transpose(1, 2).reshape(B, 1, D)
@@ -136,8 +145,15 @@ class CaiTBlock(nn.Module):
     (B, N, D) -> (B, N, D).
     """
 
-    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, drop=0.0, attn_drop=0.0,
-                 drop_path=0.0, init_values=1e-5):
+    def __init__(self,
+                 dim,
+                 num_heads,
+                 mlp_ratio=4.0,
+                 qkv_bias=True,
+                 drop=0.0,
+                 attn_drop=0.0,
+                 drop_path=0.0,
+                 init_values=1e-5):
         super().__init__()
         self.ln1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = TalkingHeadAttention(dim, num_heads, qkv_bias, attn_drop, drop)
@@ -158,8 +174,15 @@ class CaiTClassBlock(CaiTBlock):
     (B, N, D) patch tokens, (B, 1, D) class token -> (B, 1, D) class token.
     """
 
-    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, drop=0.0, attn_drop=0.0,
-                 drop_path=0.0, init_values=1e-5):
+    def __init__(self,
+                 dim,
+                 num_heads,
+                 mlp_ratio=4.0,
+                 qkv_bias=True,
+                 drop=0.0,
+                 attn_drop=0.0,
+                 drop_path=0.0,
+                 init_values=1e-5):
         super().__init__(dim, num_heads, mlp_ratio, qkv_bias, drop, attn_drop, drop_path,
                          init_values)
         self.attn = ClassAttention(dim, num_heads, qkv_bias, attn_drop, drop)
@@ -248,9 +271,14 @@ class CaiT(BaseModule):
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, dim))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.drop_after_pos = nn.Dropout(drop_rate)
-        block_args = dict(dim=dim, num_heads=heads, mlp_ratio=mlp_ratio, drop=drop_rate,
-                          attn_drop=attn_drop_rate, drop_path=drop_path_rate,
-                          init_values=init_values)
+        block_args = dict(
+            dim=dim,
+            num_heads=heads,
+            mlp_ratio=mlp_ratio,
+            drop=drop_rate,
+            attn_drop=attn_drop_rate,
+            drop_path=drop_path_rate,
+            init_values=init_values)
         self.layers = nn.ModuleList(CaiTBlock(**block_args) for _ in range(arch['num_layers']))
         # Class attention runs without dropout or drop path, as in the paper's code.
         cls_args = dict(block_args, drop=0.0, attn_drop=0.0, drop_path=0.0)
@@ -283,13 +311,13 @@ class CaiT(BaseModule):
         return grid.flatten(2).transpose(1, 2)
 
     def forward(self, x):
-        x, hw = self.patch_embed(x)                       # (B, N, D), (h, w)
+        x, hw = self.patch_embed(x)  # (B, N, D), (h, w)
         x = self.drop_after_pos(x + self._pos_embed(hw))
         for layer in self.layers:
-            x = layer(x)                                  # (B, N, D)
+            x = layer(x)  # (B, N, D)
         cls_token = self.cls_token.expand(x.shape[0], -1, -1)
         for layer in self.cls_layers:
-            cls_token = layer(x, cls_token)               # (B, 1, D)
+            cls_token = layer(x, cls_token)  # (B, 1, D)
         x = self.ln1(torch.cat([cls_token, x], dim=1))
         if self.out_type == 'cls_token':
             return (x[:, 0], )
@@ -309,8 +337,10 @@ _TOP_KEYS = [
     (r'^head\.', 'head.fc.'),
 ]
 _BLOCK_KEYS = [
-    (r'\.norm1\.', '.ln1.'), (r'\.norm2\.', '.ln2.'),
-    (r'\.gamma_1$', '.ls1.weight'), (r'\.gamma_2$', '.ls2.weight'),
+    (r'\.norm1\.', '.ln1.'),
+    (r'\.norm2\.', '.ln2.'),
+    (r'\.gamma_1$', '.ls1.weight'),
+    (r'\.gamma_2$', '.ls2.weight'),
     (r'\.mlp\.fc([12])\.', r'.ffn.fc\1.'),
     # attn.qkv / attn.proj_l / attn.proj_w / attn.proj / attn.q|k|v keep their names
 ]

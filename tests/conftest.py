@@ -22,6 +22,8 @@ def tiny_cfg(config, work_dir, max_epochs=1, n_train=128, n_val=60, augment=True
     cfg.log_level = 'WARNING'
     cfg.experiment_name = f'test_{time.time_ns()}'
     cfg.train_dataloader.batch_size = 32
+    # The demo students' labelled subset would silently cap n_train.
+    cfg.train_dataloader.dataset.pop('subset_size', None)
     cfg.train_dataloader.dataset.indices = n_train
     if not augment:
         cfg.train_dataloader.dataset.pipeline = [dict(type='PackInputs')]

@@ -99,13 +99,20 @@ def name_of(path):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2, 3, 4])
-    parser.add_argument('--rows', help='regex: run only the distillation configs whose file name '
-                        'it matches (with their teachers and students alone)')
-    parser.add_argument('--jobs', type=int, default=min(os.cpu_count() or 1, 8),
-                        help='runs at a time, in worker processes (default: CPU cores, at most 8)')
-    parser.add_argument('--resume', action='store_true',
-                        help='read back the runs already finished in WORK_DIR (same config, seed '
-                        'and teacher weights) instead of training them again')
+    parser.add_argument(
+        '--rows',
+        help='regex: run only the distillation configs whose file name '
+        'it matches (with their teachers and students alone)')
+    parser.add_argument(
+        '--jobs',
+        type=int,
+        default=min(os.cpu_count() or 1, 8),
+        help='runs at a time, in worker processes (default: CPU cores, at most 8)')
+    parser.add_argument(
+        '--resume',
+        action='store_true',
+        help='read back the runs already finished in WORK_DIR (same config, seed '
+        'and teacher weights) instead of training them again')
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'demo'))
     parser.add_argument('--config-dir', default=osp.join(ROOT, 'configs', 'demo'))
     args = parser.parse_args(argv)
@@ -137,8 +144,11 @@ def main(argv=None):
     def log(msg):
         print(f'[{time.time() - start:6.0f}s] {msg}', flush=True)
 
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context('spawn'),
-                             initializer=set_threads, initargs=(threads, )) as pool:
+    with ProcessPoolExecutor(
+            args.jobs,
+            mp_context=multiprocessing.get_context('spawn'),
+            initializer=set_threads,
+            initargs=(threads, )) as pool:
         pending = {}
 
         def submit(config, work_dir, seed, overrides=None):
@@ -171,16 +181,20 @@ def main(argv=None):
     for s in students:
         pair = [(p, c) for p, c in rows if c.model.student == s]
         for t in dict.fromkeys(c.model.teacher for _, c in pair):
-            results.append(dict(row=f'teacher {name_of(t)}', config=t, top1=[top1[t, 0]],
-                                seeds=[0]))
+            results.append(
+                dict(row=f'teacher {name_of(t)}', config=t, top1=[top1[t, 0]], seeds=[0]))
         alone = [top1[s, seed] for seed in args.seeds]
-        results.append(dict(row=f'student {name_of(s)} alone', config=s, top1=alone,
-                            seeds=args.seeds))
+        results.append(
+            dict(row=f'student {name_of(s)} alone', config=s, top1=alone, seeds=args.seeds))
         for path, cfg in pair:
             accs = [top1[path, seed] for seed in args.seeds]
-            results.append(dict(row=f'+ {describe(cfg)}', config=path, top1=accs,
-                                seeds=args.seeds, vs_alone=statistics.fmean(accs) -
-                                statistics.fmean(alone)))
+            results.append(
+                dict(
+                    row=f'+ {describe(cfg)}',
+                    config=path,
+                    top1=accs,
+                    seeds=args.seeds,
+                    vs_alone=statistics.fmean(accs) - statistics.fmean(alone)))
 
     print(f'\nDigits test top-1 (%), seeds {args.seeds}, {args.jobs} jobs x {threads} threads, '
           f'{wall:.0f} s in all\n')
@@ -194,8 +208,8 @@ def main(argv=None):
               f"{', '.join(f'{a:.2f}' for a in r['top1'])} | {osp.relpath(r['config'], ROOT)} |")
     os.makedirs(args.work_dir, exist_ok=True)
     with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
-        json.dump(dict(seeds=args.seeds, jobs=args.jobs, wall_s=round(wall), rows=results), f,
-                  indent=2)
+        json.dump(
+            dict(seeds=args.seeds, jobs=args.jobs, wall_s=round(wall), rows=results), f, indent=2)
 
 
 if __name__ == '__main__':

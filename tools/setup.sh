@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up mmkd_ext from scratch in a virtual environment inside the checkout (.venv), then run the
-# digits demo (teacher, student alone, student + each method; 3 seeds).
+# digits demo (teacher, student alone, student + each method; 5 seeds).
 #
 #   bash tools/setup.sh            # install + demo
 #   bash tools/setup.sh --no-demo  # install only (what .ci/run does)

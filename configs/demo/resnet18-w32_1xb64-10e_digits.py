@@ -8,6 +8,9 @@ model = dict(
     data_preprocessor={{_base_.data_preprocessor}},
     backbone=dict(type='ResNet_CIFAR', depth=18, in_channels=1, stem_channels=32, base_channels=32),
     neck=dict(type='GlobalAveragePooling'),
-    head=dict(type='LinearClsHead', num_classes=10, in_channels=256,
-              loss=dict(type='CrossEntropyLoss', loss_weight=1.0)),
+    head=dict(
+        type='LinearClsHead',
+        num_classes=10,
+        in_channels=256,
+        loss=dict(type='CrossEntropyLoss', loss_weight=1.0)),
 )

@@ -8,8 +8,19 @@ model = dict(
 )
 train_dataloader = dict(dataset=dict(subset_size=150))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=1, end=80, eta_min=0.0,
-         convert_to_iter_based=True),
+    dict(
+        type='LinearLR',
+        start_factor=0.1,
+        by_epoch=True,
+        begin=0,
+        end=1,
+        convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        by_epoch=True,
+        begin=1,
+        end=80,
+        eta_min=0.0,
+        convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=80, val_interval=80)

@@ -15,6 +15,9 @@ model = dict(
         in_channels=1,
         drop_path_rate=0.0),
     neck=None,
-    head=dict(type='VisionTransformerClsHead', num_classes=10, in_channels=64,
-              loss=dict(type='CrossEntropyLoss', loss_weight=1.0)),
+    head=dict(
+        type='VisionTransformerClsHead',
+        num_classes=10,
+        in_channels=64,
+        loss=dict(type='CrossEntropyLoss', loss_weight=1.0)),
 )

@@ -3,6 +3,10 @@
 # 196 tokens x 384 channels (3e-5 * 196 * 384 = 2.26), a tenth of it as for ViTKD.
 _base_ = ['./vitw64_vitkd_vitw32_1xb64-100e_digits-300-16px.py']
 model = dict(methods=[
-    dict(type='FitNetLoss', student_taps=dict(feats='backbone.ln1'),
-         teacher_taps=dict(feats='backbone.ln1'), reduction='mean', loss_weight=0.226)
+    dict(
+        type='FitNetLoss',
+        student_taps=dict(feats='backbone.ln1'),
+        teacher_taps=dict(feats='backbone.ln1'),
+        reduction='mean',
+        loss_weight=0.226)
 ])

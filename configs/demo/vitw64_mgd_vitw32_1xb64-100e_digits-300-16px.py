@@ -4,6 +4,11 @@
 # converted to 16 tokens x 64 channels (the tenth as for ViTKD).
 _base_ = ['./vitw64_vitkd_vitw32_1xb64-100e_digits-300-16px.py']
 model = dict(methods=[
-    dict(type='MGDLoss', student_taps=dict(feat='backbone.ln1', grid='backbone.patch_embed'),
-         teacher_taps=dict(feat='backbone.ln1'), alpha_mgd=5e-4, lambda_mgd=0.15, mask='channel')
+    dict(
+        type='MGDLoss',
+        student_taps=dict(feat='backbone.ln1', grid='backbone.patch_embed'),
+        teacher_taps=dict(feat='backbone.ln1'),
+        alpha_mgd=5e-4,
+        lambda_mgd=0.15,
+        mask='channel')
 ])

@@ -1,4 +1,4 @@
-"""scikit-learn's bundled handwritten digits (1,797 8x8 images, 10 classes) as an mmpretrain dataset.
+"""scikit-learn's bundled handwritten digits (1,797 8x8 images, 10 classes), an mmpretrain dataset.
 
 The data ships inside scikit-learn, so the demo and the tests need no download.
 """

@@ -7,11 +7,11 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from mmengine.config import Config
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from conftest import ROOT
 from mmkd_ext.datasets import DigitsDataset
 
 DIGITS = load_digits()
@@ -97,6 +97,7 @@ def test_demo_config_names_state_their_data(path):
     `..._digits-16px.py` on images upscaled to 16x16; the model is built for that side."""
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import DATASETS
+
     from mmkd_ext.utils.config import load_model_config
     init_default_scope('mmpretrain')
     cfg = Config.fromfile(path)

@@ -144,7 +144,6 @@ def analyse_model(model: nn.Module,
                 sums_c[i] = spec if sums_c[i] is None else sums_c[i] + spec
             count += b
     finally:
-        taps.remove()
         model.train(was_training)
     if count == 0:
         raise ValueError('analyse_model got no batch.')

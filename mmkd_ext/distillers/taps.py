@@ -144,9 +144,6 @@ class FeatureTaps:
                     f'activation after a norm layer), or build the model with inplace=False '
                     f'activations.')
 
-    def remove(self):
-        """Nothing to remove: hooks live only inside :meth:`record` (kept for callers' clean-up)."""
-
 
 def feature_shape(value):
     """Shape(s) of a tap value without the batch dimension: a tuple, or a list of them."""

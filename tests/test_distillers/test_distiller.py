@@ -131,7 +131,6 @@ def test_teacher_stops_after_its_last_tap():
     d = build_distiller()
     called = []
     h = d.teacher.head.register_forward_hook(lambda *a: called.append('head'))
-    d.teacher_taps.remove()
     from mmkd_ext.distillers.taps import FeatureTaps
     d.teacher_taps = FeatureTaps(d.teacher, ['backbone.layer1'], 'teacher')
     d.teacher_features(torch.zeros(2, 1, 8, 8))

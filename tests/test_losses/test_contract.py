@@ -77,12 +77,8 @@ def tiny_vit(width, distilled=False):
 
 
 def record(model, paths, inputs):
-    taps = FeatureTaps(model, paths)
-    try:
-        with taps.record() as store:
-            model(inputs, mode='tensor')
-    finally:
-        taps.remove()
+    with FeatureTaps(model, paths).record() as store:
+        model(inputs, mode='tensor')
     return store
 
 

@@ -20,7 +20,7 @@ import sys
 from mmengine.dist import is_main_process
 
 import mmkd_ext  # noqa: F401
-from mmkd_ext.apis import DictAction, build_runner, is_distiller, load_config
+from mmkd_ext.apis import DictAction, build_runner, close_distributed, is_distiller, load_config
 from mmkd_ext.engine.hooks import TeacherCheckError, evaluate_teacher, teacher_verdict
 from mmkd_ext.registry import HOOKS
 
@@ -103,7 +103,13 @@ def test_teacher(args) -> int:
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    try:
+        return run(parse_args(argv))
+    finally:
+        close_distributed()
+
+
+def run(args):
     if args.teacher:
         return test_teacher(args)
     runner = build_runner(

@@ -7,7 +7,7 @@ import argparse
 import os
 
 import mmkd_ext  # noqa: F401  (registries + checkpoint loading policy)
-from mmkd_ext.apis import DictAction, build_runner
+from mmkd_ext.apis import DictAction, build_runner, close_distributed
 
 
 def parse_args():
@@ -51,7 +51,10 @@ def main():
         amp=args.amp,
         no_validate=args.no_validate,
         auto_scale_lr=args.auto_scale_lr)
-    runner.train()
+    try:
+        runner.train()
+    finally:
+        close_distributed()
 
 
 if __name__ == '__main__':

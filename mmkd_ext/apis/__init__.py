@@ -1,4 +1,4 @@
 from mmkd_ext.utils.config import load_config
-from .runner import DictAction, build_runner, is_distiller
+from .runner import DictAction, build_runner, close_distributed, is_distiller
 
-__all__ = ['build_runner', 'load_config', 'is_distiller', 'DictAction']
+__all__ = ['build_runner', 'close_distributed', 'load_config', 'is_distiller', 'DictAction']

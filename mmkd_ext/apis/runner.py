@@ -9,7 +9,18 @@ from mmengine.runner import Runner
 
 from mmkd_ext.utils.config import load_config
 
-__all__ = ['build_runner', 'load_config', 'is_distiller', 'DictAction']
+__all__ = ['build_runner', 'close_distributed', 'load_config', 'is_distiller', 'DictAction']
+
+
+def close_distributed() -> None:
+    """Shut the default process group down before the interpreter exits.
+
+    Left to exit-time destructors, the gloo/NCCL threads of a finished rank can abort it
+    ("terminate called without an active exception", exit status -6) after all work is done, and
+    torchrun then reports the whole run as failed.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def is_distiller(model_cfg) -> bool:

@@ -3,6 +3,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from mmkd_ext.utils.tokens import num_extra_tokens
 
@@ -14,6 +15,19 @@ def _last_dim(shape):
     if isinstance(shape, list):
         shape = shape[0]
     return shape[-1] if isinstance(shape, tuple) and shape else shape
+
+
+def kl_div_with_temperature(student_logits, teacher_logits, tau: float):
+    """T^2 * KL(softmax(z_t/T) || softmax(z_s/T)), summed over classes, mean over the batch.
+
+    Args:
+        student_logits, teacher_logits: (B, C).
+    Returns:
+        a scalar.
+    """
+    log_p_s = F.log_softmax(student_logits / tau, dim=1)
+    log_p_t = F.log_softmax(teacher_logits.detach() / tau, dim=1)
+    return F.kl_div(log_p_s, log_p_t, reduction='batchmean', log_target=True) * tau**2
 
 
 class Progress(NamedTuple):

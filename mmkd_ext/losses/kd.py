@@ -1,22 +1,7 @@
 """KD (Hinton et al., 2015): KL divergence between temperature-softened class distributions."""
-import torch.nn.functional as F
-
 from mmkd_ext.registry import MODELS
 from mmkd_ext.utils.targets import as_logits
-from .base import DistillLoss
-
-
-def kl_div_with_temperature(student_logits, teacher_logits, tau: float):
-    """T^2 * KL(softmax(z_t/T) || softmax(z_s/T)), summed over classes, mean over the batch.
-
-    Args:
-        student_logits, teacher_logits: (B, C).
-    Returns:
-        a scalar.
-    """
-    log_p_s = F.log_softmax(student_logits / tau, dim=1)
-    log_p_t = F.log_softmax(teacher_logits.detach() / tau, dim=1)
-    return F.kl_div(log_p_s, log_p_t, reduction='batchmean', log_target=True) * tau**2
+from .base import DistillLoss, kl_div_with_temperature
 
 
 @MODELS.register_module()

@@ -44,6 +44,9 @@ from mmkd_ext.utils.config import load_model_config
 CONFIG_DIR = osp.join(ROOT, 'configs')
 TRAIN_KEYS = ('model', 'train_dataloader', 'train_cfg', 'optim_wrapper')
 FILE_DATASETS = ('ImageNet', 'ImageNet21k', 'CustomDataset')
+# Datasets of in-memory arrays (CIFAR's pickles): replaced by the two photos like the file datasets,
+# with a LoadImageFromFile put before their pipeline.
+ARRAY_DATASETS = ('CIFAR10', 'CIFAR100')
 IMG = 64  # side of the images that replace the file datasets' 224 px (sizes in pipelines, models)
 SIZE_KEYS = ('scale', 'crop_size', 'size')  # image sizes in the transforms' arguments
 # The smallest model of a timm family (same architecture type) for a teacher built by timm.
@@ -79,6 +82,8 @@ def test_config_name_matches_its_recipe(path):
     missing = [k for k in TRAIN_KEYS if cfg.get(k) is None]
     assert not missing, (f'{_rel(path)} lacks {missing}: a config outside a models/ folder must be '
                          f'runnable; model definitions go into a models/ folder')
+    if is_segmentation_config(cfg):
+        return check_segmentation_recipe(path, cfg)
     found = re.search(r'_(\d+)xb(\d+)-(\d+)e_', osp.basename(path))
     assert found, f'{_rel(path)}: name without _{{gpus}}xb{{batch}}-{{epochs}}e_'
     gpus, batch, epochs = map(int, found.groups())
@@ -115,8 +120,10 @@ def tiny_dataset(dataset, image_folder, factor):
     """Two images in place of the config's dataset, read through its own pipeline (with the image
     sizes of its transforms scaled by ``factor`` for the file datasets)."""
     kind = dataset.type.split('.')[-1]
-    if kind in FILE_DATASETS:
+    if kind in FILE_DATASETS + ARRAY_DATASETS:
         pipeline = copy.deepcopy(dataset.pipeline)
+        if kind in ARRAY_DATASETS:
+            pipeline = [dict(type='LoadImageFromFile')] + list(pipeline)
         for t in pipeline:
             for key in SIZE_KEYS:
                 if key in t:
@@ -191,11 +198,61 @@ def shrink(model, factor):
         bb.window_size = _scaled(bb.get('window_size', 7), factor)
     elif kind in ('ResNet', 'ResNet_CIFAR') and bb.get('base_channels', 64) <= 32:
         return model  # the digits demo: already tiny
+    elif kind in ('ResNet', 'ResNetV1c', 'ResNetV1d'):  # CNNs: narrower, no img_size
+        bb.update(stem_channels=8, base_channels=8)
+        model.head.in_channels = 8 * 2**(bb.get('num_stages', 4) - 1) * (4 if bb.depth >= 50 else 1)
+        return model
+    elif kind == 'MobileNetV1':
+        bb.widen_factor = 0.125
+        model.head.in_channels = 128
+        return model
+    elif kind == 'MobileNetV2':  # its last convolution keeps 1280 channels for widths <= 1
+        bb.widen_factor = 0.25
+        return model
+    elif kind == 'ResMLP':  # img_size scaled below (the cross-patch layers fix the patch count)
+        arch = _arch(bb)
+        bb.arch = dict(embed_dims=_width(arch['embed_dims']), num_layers=arch['num_layers'])
+        model.head.in_channels = bb.arch['embed_dims']
+    elif kind == 'ConvNeXt':
+        from mmpretrain.models.backbones import ConvNeXt
+        arch = bb.get('arch', 'tiny')
+        arch = dict(ConvNeXt.arch_settings[arch] if isinstance(arch, str) else arch)
+        bb.arch = dict(depths=arch['depths'], channels=[_width(c) for c in arch['channels']])
+        model.head.in_channels = bb.arch['channels'][-1]
+        return model
+    elif kind == 'MlpMixer':
+        arch = _arch(bb)
+        bb.arch = {k: (v if k == 'num_layers' else _width(v)) for k, v in arch.items()}
+        model.head.in_channels = bb.arch['embed_dims']
     else:
         raise AssertionError(f'tests/test_configs.py cannot shrink a {bb.type} backbone: add a '
                              f'rule to shrink().')
     bb.img_size = _scaled(bb.get('img_size', 224), factor)  # mmpretrain's default is 224
     return model
+
+
+def tiny_detection_config(cfg, work_dir):
+    """An mmdet config (a detector, or a distiller of two) on a tiny COCO set written into
+    ``work_dir`` (two images: one batch, the largest training size 128 px) with its detectors
+    narrowed by ``shrink_detector`` (tests/detection_helpers.py); no teacher checkpoint."""
+    from detection_helpers import shrink_detector, tiny_detection_data, write_tiny_coco
+    coco = write_tiny_coco(osp.join(str(work_dir), 'coco'), num_images=2)
+    factor = tiny_detection_data(cfg, coco)
+    cfg.train_cfg.val_interval = 10**6
+    # The one step is the first of mmdet's linear warm-up (LR x 0.001): on 16-channel maps MGD's
+    # alpha (5e-7) then moves some parameters by less than float32 resolves. Start warm.
+    for scheduler in cfg.get('param_scheduler', []):
+        if scheduler.type.split('.')[-1] == 'LinearLR':
+            scheduler.start_factor = 1.0
+    m = cfg.model
+    if m.type.split('.')[-1] == 'Distiller':
+        m.student = shrink_detector(load_model_config(m.student), factor)
+        m.teacher = shrink_detector(load_model_config(m.teacher), factor)
+        m.teacher_checkpoint = None
+        m.input_shape = (3, 128, 128)
+    else:
+        cfg.model = shrink_detector(m, factor)
+    return cfg
 
 
 def tiny_config(path, work_dir, image_folder):
@@ -205,10 +262,14 @@ def tiny_config(path, work_dir, image_folder):
     cfg.experiment_name = f'test_{time.time_ns()}'
     cfg.randomness = dict(seed=0)
     cfg.load_from, cfg.resume = None, False
+    if cfg.get('default_scope') == 'mmdet':
+        return tiny_detection_config(cfg, work_dir)
+    if is_segmentation_config(cfg):
+        return tiny_segmentation_config(cfg, image_folder)
     m = cfg.model
     distiller = m.type.split('.')[-1] == 'Distiller'
     # File datasets (ImageNet): IMG-px images in place of the configured size (224).
-    files = cfg.train_dataloader.dataset.type.split('.')[-1] in FILE_DATASETS
+    files = cfg.train_dataloader.dataset.type.split('.')[-1] in FILE_DATASETS + ARRAY_DATASETS
     size = (m.input_shape[-1]
             if distiller else m.get('backbone', {}).get('img_size', 224)) if files else None
     factor = IMG / (size if isinstance(size, int) else size[-1]) if files else 1.0
@@ -220,6 +281,11 @@ def tiny_config(path, work_dir, image_folder):
     # The schedule stays the config's (its LR schedulers are built for it); StepProbe stops the
     # loop after the first step, before any validation.
     cfg.train_cfg.val_interval = 10**6
+    # The one step is the first of a linear warm-up from a tiny LR (OFA's SGD recipes: x 0.001):
+    # BN scales (1.0) of a method's branches then move by less than float32 resolves. Start warm.
+    for scheduler in cfg.get('param_scheduler', []):
+        if scheduler.type.split('.')[-1] == 'LinearLR' and scheduler.get('start_factor', 1) < 0.01:
+            scheduler.start_factor = 1.0
     for hook in cfg.get('custom_hooks', []):
         if hook.type.split('.')[-1] == 'TeacherCheckHook':
             hook.expected_top1 = None  # a random teacher: evaluate, do not judge
@@ -228,8 +294,153 @@ def tiny_config(path, work_dir, image_folder):
         m.teacher = shrink(load_model_config(m.teacher), factor)
         m.teacher_checkpoint = None
         m.input_shape = tuple(m.input_shape[:-2]) + tuple(_scaled(list(m.input_shape[-2:]), factor))
+        for method in m.methods:  # head counts set for the full widths need not divide the tiny
+            method.pop('num_heads', None)  # ones: the method's default rule then applies
     else:
         cfg.model = shrink(m, factor)
+    return cfg
+
+
+# ------------------------------------------------------------------------------- segmentation
+# mmseg configs (ADE20K, iteration-based): named `{gpus}xb{batch}-{iters}k_`; tiny data is an
+# ADE20K-layout folder made from the two photos (label PNGs with reduce_zero_label semantics);
+# segmentors are shrunk like the classifiers (widths, the crop size; depths and tap paths kept).
+SEG_DATASETS = ('ADE20KDataset', )
+
+
+def is_segmentation_config(cfg):
+    """Whether ``cfg`` trains on a segmentation dataset (an mmseg segmentor or a distiller of
+    them)."""
+    return cfg.train_dataloader.dataset.type.split('.')[-1] in SEG_DATASETS
+
+
+def check_segmentation_recipe(path, cfg):
+    """``{gpus}xb{batch}-{iters}k_`` is the recipe of an iteration-based segmentation config."""
+    found = re.search(r'_(\d+)xb(\d+)-(\d+)k_', osp.basename(path))
+    assert found, f'{_rel(path)}: name without _{{gpus}}xb{{batch}}-{{iters}}k_'
+    gpus, batch, kiters = map(int, found.groups())
+    assert cfg.train_dataloader.batch_size == batch
+    assert cfg.train_cfg.type.split('.')[-1] == 'IterBasedTrainLoop'
+    assert cfg.train_cfg.max_iters == kiters * 1000
+    if cfg.get('auto_scale_lr'):
+        assert cfg.auto_scale_lr.base_batch_size == gpus * batch
+    if cfg.model.type.split('.')[-1] == 'Distiller':
+        assert cfg.model.teacher_checkpoint, 'a distillation config without teacher weights'
+
+
+def tiny_ade20k(image_folder):
+    """The two photos of ``image_folder`` as an ADE20K folder (images/ and annotations/, training
+    and validation): 96x64 JPEGs and PNG labels of their brightness bands (1..4; 0 is ADE20K's
+    'other', ignored by reduce_zero_label). Written once, beside ``image_folder``."""
+    import cv2
+    root = image_folder.rstrip(os.sep) + '_ade20k'
+    if osp.isdir(root):
+        return root
+    photos = sorted(glob.glob(osp.join(image_folder, '*', '*.jpg')))
+    for split in ('training', 'validation'):
+        os.makedirs(osp.join(root, 'images', split))
+        os.makedirs(osp.join(root, 'annotations', split))
+        for i, photo in enumerate(photos):
+            img = cv2.resize(cv2.imread(photo), (96, 64), interpolation=cv2.INTER_AREA)
+            label = 1 + cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) // 64
+            label[:4] = 0  # a band of 'other' pixels
+            cv2.imwrite(osp.join(root, 'images', split, f'photo_{i}.jpg'), img)
+            cv2.imwrite(osp.join(root, 'annotations', split, f'photo_{i}.png'), label)
+    return root
+
+
+def shrink_segmentor(model, factor):
+    """A narrow copy of an mmseg segmentor config for images ``factor`` times the crop size: the
+    same backbone type and depth (mmseg's or mmpretrain's ResNet, Swin, ViT), neck and heads,
+    their widths cut and their inputs rewired; no pre-trained initialisation."""
+    model = ConfigDict(copy.deepcopy(model))
+    model.pop('init_cfg', None)
+    model.pretrained = None
+    bb = model.backbone
+    bb.pop('init_cfg', None)
+    kind = bb.type.split('.')[-1]
+    if kind in ('ResNet', 'ResNetV1c', 'ResNetV1d'):
+        bb.update(stem_channels=8, base_channels=8)
+        widths = [8 * (4 if bb.depth >= 50 else 1) * 2**i for i in range(4)]
+    elif kind == 'SwinTransformer':
+        if 'embed_dims' in bb:  # mmseg's Swin
+            width = _width(bb.embed_dims)
+            bb.update(embed_dims=width, num_heads=[1, 2, 4, 8])
+        else:  # mmpretrain's
+            arch = _arch(bb)
+            width = _width(arch['embed_dims'])
+            bb.arch = dict(embed_dims=width, depths=arch['depths'], num_heads=[1, 2, 4, 8])
+        bb.window_size = 2  # several windows on the tiny stages (16x16 to 2x2 tokens at 64 px)
+        widths = [width * 2**i for i in range(4)]
+    elif kind == 'VisionTransformer':
+        if 'embed_dims' in bb:  # mmseg's ViT
+            width = _width(bb.embed_dims)
+            bb.update(embed_dims=width, num_heads=2)
+        else:  # mmpretrain's
+            arch = _arch(bb)
+            width = _width(arch['embed_dims'])
+            bb.arch = dict(
+                embed_dims=width,
+                num_layers=arch['num_layers'],
+                num_heads=2,
+                feedforward_channels=2 * width)
+        bb.img_size = _scaled(bb.get('img_size', 224), factor)
+        widths = [width] * 4
+    else:
+        raise AssertionError(f'tests/test_configs.py cannot shrink a {bb.type} segmentation '
+                             f'backbone: add a rule to shrink_segmentor().')
+    neck = model.get('neck')
+    if neck is not None:
+        neck.update(in_channels=widths, out_channels=widths[0])
+        widths = [widths[0]] * len(neck.get('scales', widths))
+    model.decode_head.update(
+        in_channels=[widths[i] for i in model.decode_head.in_index], channels=16)
+    aux = model.get('auxiliary_head')
+    for head in (aux if isinstance(aux, list) else [aux] if aux else []):
+        head.update(in_channels=widths[head.in_index], channels=16)
+    if model.get('data_preprocessor', {}).get('size'):
+        model.data_preprocessor.size = _scaled(tuple(model.data_preprocessor.size), factor)
+    return model
+
+
+def tiny_segmentation_config(cfg, image_folder):
+    """``tiny_config`` for a segmentation config: the tiny ADE20K folder through the config's own
+    pipelines with their sizes scaled to IMG-px crops, shrunk segmentors, the teacher without its
+    checkpoint; the first step only."""
+    crops = [t.crop_size for t in cfg.train_dataloader.dataset.pipeline if 'crop_size' in t]
+    factor = IMG / crops[0][-1]
+    root = tiny_ade20k(image_folder)
+    for split in ('train', 'val', 'test'):
+        loader = cfg.get(f'{split}_dataloader')
+        if loader is None:
+            continue
+        loader = copy.deepcopy(loader)
+        loader.update(batch_size=2, num_workers=0, persistent_workers=False)
+        loader.dataset.update(data_root=root, serialize_data=False)
+        for t in loader.dataset.pipeline:
+            for key in SIZE_KEYS:
+                if key in t:
+                    t[key] = _scaled(t[key], factor)
+        cfg[f'{split}_dataloader'] = loader
+    cfg.train_cfg.val_interval = 10**6
+    for hook in cfg.get('custom_hooks', []):
+        if hook.type.split('.')[-1] == 'TeacherCheckHook':
+            hook.expected_top1 = None  # a random teacher: evaluate, do not judge
+    for scheduler in cfg.get('param_scheduler', []):
+        # mmseg's transformer recipes warm up from 1e-6 of the LR: a first step that small moves
+        # no float32 weight, and the test checks that the step moves them.
+        if scheduler.type == 'LinearLR':
+            scheduler.start_factor = 1.0
+    if cfg.get('data_preprocessor', {}).get('size'):
+        cfg.data_preprocessor.size = _scaled(tuple(cfg.data_preprocessor.size), factor)
+    m = cfg.model
+    if m.type.split('.')[-1] == 'Distiller':
+        m.student = shrink_segmentor(load_model_config(m.student), factor)
+        m.teacher = shrink_segmentor(load_model_config(m.teacher), factor)
+        m.teacher_checkpoint = None
+        m.input_shape = tuple(m.input_shape[:-2]) + tuple(_scaled(list(m.input_shape[-2:]), factor))
+    else:
+        cfg.model = shrink_segmentor(m, factor)
     return cfg
 
 

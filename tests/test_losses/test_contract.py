@@ -50,7 +50,35 @@ SETTINGS = {
             feats=['backbone.layers.0', 'backbone.layers.3'], grid='backbone.patch_embed'),
         teacher_taps=dict(
             feats=['backbone.layers.1', 'backbone.layers.3'], grid='backbone.patch_embed')),
+    'OFALoss':
+    dict(
+        eps=1.5,
+        student_taps=dict(stages=[f'backbone.layers.{i}' for i in range(4)],
+                          grid='backbone.patch_embed')),
+    'PATLoss':
+    dict(
+        student_taps=dict(
+            stages=[f'backbone.layers.{i}' for i in range(DEPTH)], grid='backbone.patch_embed'),
+        teacher_taps=dict(
+            stages=[f'backbone.layers.{i}' for i in range(DEPTH)], grid='backbone.patch_embed'),
+        raa=dict(embed_dims=32, num_heads=4),
+        # (gate 0 gives the prompt stacks exactly zero gradient; SE hidden width 2 can be all dead)
+        prompt=dict(gate_init=0.5, se_ratio=4)),
+    'DualViewMimicLoss':
+    dict(
+        student_taps=dict(feat='backbone.layers.3', grid='backbone.patch_embed'),
+        teacher_taps=dict(feat='backbone.ln1', grid='backbone.patch_embed')),
+    'ScaleKDLoss':  # a ViT teacher: the proxy path runs its last block and ln1
+    dict(
+        tail_blocks=1,
+        student_taps=dict(
+            stage3='backbone.layers.2', stage4='backbone.layers.3', grid='backbone.patch_embed'),
+        teacher_taps=dict(
+            final='backbone.ln1', stage3='backbone.layers.2', grid='backbone.patch_embed')),
 }
+# Losses whose first call only prepares the state the next one uses (PAT: the feedback its prompts
+# take from the previous step): they are called once before the call that is checked.
+STATEFUL = {'PATLoss'}
 
 LOSSES = sorted(name for name, cls in MODELS.module_dict.items() if isinstance(cls, type)
                 and issubclass(cls, DistillLoss) and cls.__module__.startswith('mmkd_ext.'))
@@ -122,6 +150,11 @@ def run_loss(loss_type, **extra):
         k: feature_shape(v)
         for k, v in t_feats.items()
     }, student, teacher)
+    if loss_type in STATEFUL:
+        # (a loss that reruns the teacher reads its input from the teacher pass before each call)
+        record(teacher, paths['teacher'], inputs)
+        loss(s_feats, t_feats, None, progress=Progress(epoch=0, max_epochs=2, iter=0, max_iters=2))
+        t_feats = select(loss, 'teacher', record(teacher, paths['teacher'], inputs))
     for _, t, _ in tensors(s_feats) + tensors(t_feats):
         t.retain_grad()
     samples = [DataSample().set_gt_label(i % CLASSES) for i in range(B)]

@@ -18,7 +18,7 @@ model = dict(
     type='mmkd_ext.Distiller',
     student='{{ fileDirname }}/../_base_/models/cifar100/resnet18.py',
     teacher='{{ fileDirname }}/../_base_/models/cifar100/swin-t.py',
-    teacher_checkpoint='checkpoints/swin-t_ofa-cifar100_mmpretrain.pth',
+    teacher_checkpoint='checkpoints/cifar100/swin-t_cifar100.pth',
     input_shape=(3, 224, 224),
     methods=[
         dict(

@@ -18,7 +18,7 @@ model = dict(
     type='mmkd_ext.Distiller',
     student='{{ fileDirname }}/../_base_/models/cifar100/resnet18.py',
     teacher='{{ fileDirname }}/../_base_/models/cifar100/vit-s.py',
-    teacher_checkpoint='checkpoints/vit-s_ofa-cifar100_mmpretrain.pth',
+    teacher_checkpoint='checkpoints/cifar100/vit-s_cifar100.pth',
     input_shape=(3, 224, 224),
     methods=[
         dict(

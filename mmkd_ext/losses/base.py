@@ -10,11 +10,12 @@ from mmkd_ext.utils.tokens import num_extra_tokens
 TapSpec = Union[str, Sequence[str], None]
 
 
-def _last_dim(shape):
-    """Channel count of a logits tap shape (batch removed): (C,), or the first of a tuple output."""
+def _class_dim(shape):
+    """Class count of a logits tap shape (batch removed): (C,) or per-pixel (C, H, W), or the
+    first of a tuple output."""
     if isinstance(shape, list):
         shape = shape[0]
-    return shape[-1] if isinstance(shape, tuple) and shape else shape
+    return shape[0] if isinstance(shape, tuple) and shape else shape
 
 
 def kl_div_with_temperature(student_logits, teacher_logits, tau: float):
@@ -147,7 +148,7 @@ class DistillLoss(nn.Module):
         self.teacher_extra = num_extra_tokens(teacher)
         # A tap named `logits` holds class scores: both sides must score the same classes.
         if 'logits' in student_shapes and 'logits' in teacher_shapes:
-            widths = [_last_dim(student_shapes['logits']), _last_dim(teacher_shapes['logits'])]
+            widths = [_class_dim(student_shapes['logits']), _class_dim(teacher_shapes['logits'])]
             if widths[0] != widths[1]:
                 raise ValueError(
                     f'{type(self).__name__} ({self.name!r}) compares class scores, but the student '

@@ -35,10 +35,10 @@ class KDLoss(DistillLoss):
         # Per-pixel scores (C, H, W): checked here, as the base's class-width check reads (C,).
         if isinstance(s, tuple) and len(s) == 3 and s != t:
             raise ValueError(
-                f'{type(self).__name__} ({self.name!r}) distils per-pixel class scores: the student '
-                f'tap {self.student_taps["logits"]!r} gives (C, H, W) = {s}, the teacher tap '
-                f'{self.teacher_taps["logits"]!r} {t}. Both need the same classes and the same '
-                f'resolution (decode heads at the same output stride).')
+                f'{type(self).__name__} ({self.name!r}) distils per-pixel class scores: the '
+                f'student tap {self.student_taps["logits"]!r} gives (C, H, W) = {s}, the '
+                f'teacher tap {self.teacher_taps["logits"]!r} {t}. Both need the same classes '
+                f'and the same resolution (decode heads at the same output stride).')
         super().setup(student_shapes, teacher_shapes, student, teacher)
 
     def forward(self, student_feats, teacher_feats, data_samples=None, progress=None):

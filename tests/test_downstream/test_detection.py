@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import os.path as osp
+import runpy
 import subprocess
 import sys
 import time
@@ -278,7 +279,7 @@ def test_finetune_student_from_a_distillation_work_dir(coco, tmp_path, monkeypat
     assert all(np.isfinite(metrics[f'coco/{k}_mAP']) for k in ('bbox', 'segm'))
 
 
-def test_finetune_command_and_errors(tmp_path):
+def test_finetune_command_and_errors(tmp_path, monkeypatch):
     cmd = train_command('c.py', '/s.pth', gpus=4, cfg_options=['a=1'], train_args=['--amp'])
     assert cmd[0] == 'bash' and cmd[1].endswith('dist_train.sh') and cmd[2:4] == ['c.py', '4']
     assert cmd[4:] == ['--cfg-options', 'model.backbone.init_cfg.checkpoint=/s.pth', 'a=1', '--amp']
@@ -289,6 +290,13 @@ def test_finetune_command_and_errors(tmp_path):
     assert find_checkpoint(str(tmp_path)).endswith('epoch_10.pth')  # 10 > 2, not by name
     torch.save({}, str(tmp_path / 'best_coco_bbox_mAP_epoch_2.pth'))
     assert find_checkpoint(str(tmp_path)).endswith('best_coco_bbox_mAP_epoch_2.pth')
+    # The tool stops, saying why, before training: a checkpoint that is not a distiller's.
+    os.makedirs(tmp_path / 'plain')
+    torch.save(dict(state_dict={'backbone.conv1.weight': torch.zeros(1)}),
+               str(tmp_path / 'plain' / 'epoch_1.pth'))
+    monkeypatch.setattr(sys, 'argv', ['finetune_student.py', str(tmp_path / 'plain'), R50_CFG])
+    with pytest.raises(SystemExit, match='holds no "student." weights'):
+        runpy.run_path(osp.join(ROOT, 'tools', 'finetune_student.py'), run_name='__main__')
     from mmkd_ext.apis.finetune import check_checkpoint_key
     with pytest.raises(KeyError, match='--checkpoint-key'):
         check_checkpoint_key(osp.join(ROOT, 'configs/demo/resnet18-w4_1xb64-80e_digits-150.py'),

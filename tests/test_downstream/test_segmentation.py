@@ -329,54 +329,55 @@ train_cfg = dict(max_iters=2, val_interval=2)
     assert logged_miou(work) == pytest.approx(our_miou(model, ade20k), abs=0.01)
 
 
-TRANSFORMERS = {
-    # downstream config: (its backbone's arch shrunk, classifier image size, head width)
+SWIN = dict(embed_dims=16, depths=[2, 2, 6, 2], num_heads=[1, 2, 4, 8])
+VIT = dict(embed_dims=32, num_layers=12, num_heads=2, feedforward_channels=64)
+STUDENTS = {
+    # downstream config: (the classifier's backbone, shrunk; the same settings in the segmentor;
+    # the backbone's output widths)
+    'upernet_resnet50-d-distilled_4xb4-160k_ade20k-512x512.py':
+    (dict(type='ResNetV1d', depth=50, stem_channels=8, base_channels=8),
+     dict(stem_channels=8, base_channels=8), [32, 64, 128, 256]),
     'upernet_swin-t-distilled_8xb2-160k_ade20k-512x512.py':
-    (dict(embed_dims=16, depths=[2, 2, 6, 2], num_heads=[1, 2, 4, 8]), 224, 128),
+    (dict(type='SwinTransformer', arch=SWIN), dict(arch=SWIN), [16, 32, 64, 128]),
     'upernet_deit-s-distilled_8xb2-80k_ade20k-512x512.py':
-    (dict(embed_dims=32, num_layers=12, num_heads=2, feedforward_channels=64), 32, 32),
+    (dict(type='VisionTransformer', arch=VIT, img_size=32, patch_size=16),
+     dict(arch=VIT, img_size=(IMG, IMG)), [32] * 4),
     'upernet_vit-b16-distilled_mln_8xb2-160k_ade20k-512x512.py':
-    (dict(embed_dims=32, num_layers=12, num_heads=2, feedforward_channels=64), 32, 32),
+    (dict(type='VisionTransformer', arch=VIT, img_size=32, patch_size=16),
+     dict(arch=VIT, img_size=(IMG, IMG)), [32] * 4),
 }
 
 
-@pytest.mark.parametrize('name', sorted(TRANSFORMERS))
-def test_transformer_students_load_into_their_downstream_configs(name, tmp_path):
-    """A Swin / DeiT / ViT classifier of the kind the distillation configs train (mmpretrain's
-    backbone, shrunk), exported, is what the UPerNet config's backbone starts from: every tensor
-    of it, the ViT position embedding resized from the classifier's grid to the crops' grid."""
-    arch, cls_size, width = TRANSFORMERS[name]
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'downstream', name))
-    seg = cfg.model
-    kind = seg.backbone.type.split('.')[-1]
+@pytest.mark.parametrize('name', sorted(STUDENTS))
+def test_students_load_into_their_downstream_configs(name, tmp_path):
+    """A ResNet-50-D / Swin / DeiT / ViT classifier of the kind the distillation configs train
+    (mmpretrain's backbone, shrunk), exported, is what the UPerNet config's backbone starts from:
+    every tensor of it, the ViT position embedding resized from the classifier's grid (32 px
+    images) to the crops' grid (64 px)."""
+    backbone, seg_backbone, widths = STUDENTS[name]
+    kind = backbone['type']
     init_default_scope('mmpretrain')
     from mmpretrain.registry import MODELS as PRETRAIN_MODELS
-    backbone = dict(type=kind, arch=arch, img_size=cls_size)
-    if kind == 'VisionTransformer':
-        backbone.update(patch_size=16, final_norm=seg.backbone.final_norm)
+    vit = kind == 'VisionTransformer'
     classifier = PRETRAIN_MODELS.build(
         dict(
             type='ImageClassifier',
             backbone=backbone,
-            neck=None if kind == 'VisionTransformer' else dict(type='GlobalAveragePooling'),
+            neck=None if vit else dict(type='GlobalAveragePooling'),
             head=dict(
-                type='VisionTransformerClsHead' if kind == 'VisionTransformer' else
-                'LinearClsHead',
+                type='VisionTransformerClsHead' if vit else 'LinearClsHead',
                 num_classes=10,
-                in_channels=width)))
+                in_channels=widths[-1])))
     classifier.init_weights()
     torch.save(
         dict(state_dict={f'student.{k}': v
                          for k, v in classifier.state_dict().items()}), tmp_path / 'kd.pth')
     export_student(str(tmp_path / 'kd.pth'), str(tmp_path / 'student.pth'))
 
-    seg.backbone.arch = arch
+    seg = Config.fromfile(osp.join(ROOT, 'configs', 'downstream', name)).model
+    assert seg.backbone.type == f'mmpretrain.{kind}'
+    seg.backbone.update(seg_backbone)
     seg.backbone.init_cfg.checkpoint = str(tmp_path / 'student.pth')
-    widths = [arch['embed_dims'] * 2**i for i in range(4)] if kind == 'SwinTransformer' else [
-        arch['embed_dims']
-    ] * 4
-    if kind == 'VisionTransformer':
-        seg.backbone.img_size = (IMG, IMG)
     if seg.get('neck'):
         seg.neck.update(in_channels=widths, out_channels=widths[0])
     seg.decode_head.update(in_channels=widths, channels=16)
@@ -390,23 +391,23 @@ def test_transformer_students_load_into_their_downstream_configs(name, tmp_path)
         for k, v in torch.load(tmp_path / 'student.pth', weights_only=True)['state_dict'].items()
         if k.startswith('backbone.')
     }
-    resized = {'pos_embed'} if kind == 'VisionTransformer' else set()
-    for key, value in exported.items():
-        if key in resized:
+    for key in set(exported) & set(loaded):
+        if vit and key == 'pos_embed':
             # (1, 1 + 2x2, D) -> (1, 1 + 4x4, D): the cls token's entry is kept as it is.
-            assert loaded[key].shape == (1, 1 + (IMG // 16)**2, arch['embed_dims'])
-            assert torch.equal(loaded[key][:, 0], value[:, 0])
+            assert loaded[key].shape == (1, 1 + (IMG // 16)**2, widths[0])
+            assert torch.equal(loaded[key][:, 0], exported[key][:, 0])
         else:
-            assert torch.equal(loaded[key], value), key
-    # The downstream backbone's own additions are all that the student lacks (Swin's per-stage
-    # output norms 0-2).
-    missing = set(loaded) - set(exported)
-    assert missing == ({f'norm{i}.{p}' for i in range(3) for p in ('weight', 'bias')}
-                       if kind == 'SwinTransformer' else set())
+            assert torch.equal(loaded[key], exported[key]), key
+    # What differs is what the recipes differ in: the classifier's final LayerNorm, which mmseg's
+    # ViT recipes do not have, and Swin's per-stage output norms 0-2, new in the segmentor.
+    assert set(exported) - set(loaded) == ({'ln1.weight', 'ln1.bias'} if vit else set())
+    assert set(loaded) - set(exported) == ({f'norm{i}.{p}' for i in range(3)
+                                            for p in ('weight', 'bias')}
+                                           if kind == 'SwinTransformer' else set())
     out = model.eval()(torch.zeros(1, 3, IMG, IMG), mode='tensor')
-    # Class scores at 1/4 of the input (Swin's first stage, the ViT's neck), or at the patch
-    # grid, 1/16, for the DeiT-S recipe without a neck.
-    stride = 16 if kind == 'VisionTransformer' and not seg.get('neck') else 4
+    # Class scores at 1/4 of the input (CNN and Swin first stages, the ViT's neck), or at the
+    # patch grid, 1/16, for the DeiT-S recipe without a neck.
+    stride = 16 if vit and not seg.get('neck') else 4
     assert out.shape == (1, 150, IMG // stride, IMG // stride)
 
 

@@ -109,7 +109,7 @@ if __name__ == '__main__':
         ],
         extras_require={
             'det': ['mmdet>=3.3.0'],
-            'seg': ['mmsegmentation>=1.2.2'],
+            'seg': ['mmsegmentation>=1.2.2', 'ftfy', 'regex'],
             'demo': ['scikit-learn', 'matplotlib'],
             'tests': read_requirements('tests'),
         },

@@ -8,7 +8,6 @@ custom_imports = dict(imports=['mmkd_ext', 'mmpretrain.models'], allow_failed_im
 
 # The student exported by tools/export_student.py (tools/finetune_student.py sets it). Override:
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH
-student_checkpoint = 'student.pth'
 model = dict(
     backbone=dict(
         _delete_=True,
@@ -20,4 +19,4 @@ model = dict(
         norm_cfg=dict(type='BN', requires_grad=True),
         norm_eval=True,
         style='pytorch',
-        init_cfg=dict(type='Pretrained', checkpoint=student_checkpoint, prefix='backbone.')))
+        init_cfg=dict(type='Pretrained', checkpoint='student.pth', prefix='backbone.')))

@@ -8,7 +8,6 @@ custom_imports = dict(imports=['mmkd_ext', 'mmpretrain.models'], allow_failed_im
 
 # The student exported by tools/export_student.py (tools/finetune_student.py sets it). Override:
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH
-student_checkpoint = 'student.pth'
 model = dict(
     backbone=dict(
         _delete_=True,
@@ -18,5 +17,5 @@ model = dict(
         drop_path_rate=0.2,
         out_indices=(0, 1, 2, 3),
         pad_small_map=True,
-        init_cfg=dict(type='Pretrained', checkpoint=student_checkpoint, prefix='backbone.')),
+        init_cfg=dict(type='Pretrained', checkpoint='student.pth', prefix='backbone.')),
     neck=dict(in_channels=[96, 192, 384, 768]))

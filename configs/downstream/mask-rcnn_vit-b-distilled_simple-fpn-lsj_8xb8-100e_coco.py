@@ -13,7 +13,6 @@ custom_imports = dict(imports=['mmkd_ext', 'mmpretrain.models'], allow_failed_im
 
 # The student exported by tools/export_student.py (tools/finetune_student.py sets it). Override:
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH
-student_checkpoint = 'student.pth'
 image_size = (1024, 1024)
 embed_dims = 768
 
@@ -28,7 +27,7 @@ model = dict(
         patch_size=16,
         drop_path_rate=0.1,
         out_type='featmap',
-        init_cfg=dict(type='Pretrained', checkpoint=student_checkpoint, prefix='backbone.')),
+        init_cfg=dict(type='Pretrained', checkpoint='student.pth', prefix='backbone.')),
     neck=dict(
         _delete_=True,
         type='mmkd_ext.SimpleFeaturePyramid',

@@ -9,8 +9,6 @@ custom_imports = dict(imports=['mmpretrain.models', 'mmkd_ext'], allow_failed_im
 
 # The student exported by tools/export_student.py (tools/finetune_student.py sets it). Override:
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH
-student_checkpoint = 'student.pth'
-
 model = dict(
     pretrained=None,
     backbone=dict(
@@ -24,4 +22,4 @@ model = dict(
         final_norm=False,  # as mmseg's ViT in this recipe
         drop_path_rate=0.1,
         interpolate_mode='bicubic',
-        init_cfg=dict(type='Pretrained', checkpoint=student_checkpoint, prefix='backbone.')))
+        init_cfg=dict(type='Pretrained', checkpoint='student.pth', prefix='backbone.')))

@@ -8,8 +8,6 @@ custom_imports = dict(imports=['mmpretrain.models', 'mmkd_ext'], allow_failed_im
 
 # The student exported by tools/export_student.py (tools/finetune_student.py sets it). Override:
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH
-student_checkpoint = 'student.pth'
-
 model = dict(
     pretrained=None,  # mmseg's ImageNet ResNetV1c: replaced by the distilled student
     backbone=dict(
@@ -20,4 +18,4 @@ model = dict(
         norm_cfg=dict(type='SyncBN', requires_grad=True),
         norm_eval=False,
         style='pytorch',
-        init_cfg=dict(type='Pretrained', checkpoint=student_checkpoint, prefix='backbone.')))
+        init_cfg=dict(type='Pretrained', checkpoint='student.pth', prefix='backbone.')))

@@ -7,8 +7,6 @@ custom_imports = dict(imports=['mmpretrain.models', 'mmkd_ext'], allow_failed_im
 
 # The student exported by tools/export_student.py (tools/finetune_student.py sets it). Override:
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH
-student_checkpoint = 'student.pth'
-
 model = dict(
     pretrained=None,
     backbone=dict(
@@ -20,4 +18,4 @@ model = dict(
         pad_small_map=True,  # as mmseg's Swin: maps smaller than a window are padded, not refused
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.3,
-        init_cfg=dict(type='Pretrained', checkpoint=student_checkpoint, prefix='backbone.')))
+        init_cfg=dict(type='Pretrained', checkpoint='student.pth', prefix='backbone.')))

@@ -1,5 +1,6 @@
 # PAT, ViT-S teacher -> MobileNetV2 student, CIFAR-100 at 224 px. Published (PAT paper): 78.87
-# (OFA 78.45). The CNN-student recipe of the PAT code, as swin-t_pat_resnet18_1xb128-300e_cifar100.py.
+# (OFA 78.45). The CNN-student recipe of the PAT code, as
+# swin-t_pat_resnet18_1xb128-300e_cifar100.py.
 _base_ = ['./swin-t_pat_resnet18_1xb128-300e_cifar100.py']
 
 model = dict(

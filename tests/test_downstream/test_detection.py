@@ -254,7 +254,7 @@ def test_finetune_student_from_a_distillation_work_dir(coco, tmp_path, monkeypat
     init_cfg = copy.deepcopy(cfg.model.backbone.init_cfg)
     factor = tiny_detection_data(cfg, coco)
     cfg.model = _scored(shrink_detector(cfg.model, factor))
-    cfg.model.backbone.init_cfg = init_cfg  # the config's own: student_checkpoint, backbone.
+    cfg.model.backbone.init_cfg = init_cfg  # the config's own: student.pth, prefix backbone.
     cfg = _quiet(cfg, tmp_path / 'unused', max_epochs=2)
     cfg_path = str(tmp_path / 'mask-rcnn_tiny.py')
     cfg.dump(cfg_path)

@@ -43,8 +43,8 @@ def test_block_against_its_formula_and_the_gate():
     f, p = block.fusion, block.prompt
     assert (f[0].in_channels, f[0].out_channels, f[1].kernel_size) == (16, 8, (5, 5))
     assert isinstance(f[3], SqueezeExcitation) and isinstance(p[3], SqueezeExcitation)
-    assert (p[0].groups, p[1].groups, p[1].kernel_size, p[2].groups, p[4].groups) == (4, 8, (5, 5),
-                                                                                     1, 4)
+    groups = (p[0].groups, p[1].groups, p[1].kernel_size, p[2].groups, p[4].groups)
+    assert groups == (4, 8, (5, 5), 1, 4)
     assert isinstance(AdaptiveFeedbackPrompt(8).feedback_align, nn.Identity)
 
 

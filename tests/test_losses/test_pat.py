@@ -120,7 +120,7 @@ def samples(n=2):
 
 
 def clean_run(teacher, x, paths):
-    """The teacher's outputs at ``paths`` on ``x``, by a plain no_grad forward (no loss involved)."""
+    """The teacher's outputs at ``paths`` on ``x``: a plain no_grad forward (no loss involved)."""
     out, handles = {}, []
     for p in paths:
         handles.append(teacher.get_submodule(p).register_forward_hook(
@@ -170,8 +170,8 @@ def test_hcl_against_a_direct_recomputation(side):
     assert torch.allclose(got, direct_hcl(a, b), rtol=1e-5, atol=1e-7)
     if side == 7:  # every level: the published formula
         p = F.adaptive_avg_pool2d
-        want = (F.mse_loss(a, b) + F.mse_loss(p(a, 4), p(b, 4)) / 2 + F.mse_loss(p(a, 2), p(b, 2)) / 4
-                + F.mse_loss(p(a, 1), p(b, 1)) / 8) / 1.875
+        want = (F.mse_loss(a, b) + F.mse_loss(p(a, 4), p(b, 4)) / 2 +
+                F.mse_loss(p(a, 2), p(b, 2)) / 4 + F.mse_loss(p(a, 1), p(b, 1)) / 8) / 1.875
         assert torch.allclose(got, want)
     if side == 1:
         assert torch.allclose(got, F.mse_loss(a, b))

@@ -78,7 +78,8 @@ def write_tiny_coco(root, num_images=4, size=(128, 96), seed=0):
                     category_id=shape_cat[kind],
                     segmentation=[pts.reshape(-1).astype(float).tolist()],
                     area=float(cv2.contourArea(pts.astype(np.float32))),
-                    bbox=[float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                    bbox=[float(x0), float(y0),
+                          float(x1 - x0), float(y1 - y0)],
                     iscrowd=0))
         file_name = f'img_{i}.jpg'
         cv2.imwrite(osp.join(root, 'images', file_name), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
@@ -112,8 +113,8 @@ def _scale_sizes(transforms, factor):
 
 def _largest_size(pipeline):
     sizes = [
-        max(t[k]) if isinstance(t[k], (tuple, list)) else t[k] for t in pipeline
-        for k in SIZE_KEYS if k in t and isinstance(t[k], (int, tuple, list))
+        max(t[k]) if isinstance(t[k], (tuple, list)) else t[k] for t in pipeline for k in SIZE_KEYS
+        if k in t and isinstance(t[k], (int, tuple, list))
     ]
     return max(sizes) if sizes else None
 

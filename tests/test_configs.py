@@ -283,7 +283,9 @@ def tiny_config(path, work_dir, image_folder):
     cfg.train_cfg.val_interval = 10**6
     # The one step is the first of a linear warm-up from a tiny LR (OFA's SGD recipes: x 0.001):
     # BN scales (1.0) of a method's branches then move by less than float32 resolves. Start warm.
-    for scheduler in cfg.get('param_scheduler', []):
+    schedulers = cfg.get('param_scheduler') or []
+    # mmpretrain's step / cosine schedules are one dict, not a list
+    for scheduler in [schedulers] if isinstance(schedulers, dict) else schedulers:
         if scheduler.type.split('.')[-1] == 'LinearLR' and scheduler.get('start_factor', 1) < 0.01:
             scheduler.start_factor = 1.0
     for hook in cfg.get('custom_hooks', []):

@@ -54,8 +54,8 @@ def main():
         # These messages say what is wrong and what to do; a traceback adds nothing.
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         sys.exit(f'{prog}: error: {message}')
-    print(f'{prog}: exported {len(out["state_dict"])} student tensors of {src} to {dst}',
-          flush=True)
+    print(
+        f'{prog}: exported {len(out["state_dict"])} student tensors of {src} to {dst}', flush=True)
     cmd = train_command(
         args.config,
         osp.abspath(dst),

@@ -7,5 +7,4 @@ custom_imports = dict(imports=['mmkd_ext'], allow_failed_imports=False)
 # The student exported by tools/export_student.py (tools/finetune_student.py sets it). Override:
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH
 model = dict(
-    backbone=dict(
-        init_cfg=dict(type='Pretrained', checkpoint='student.pth', prefix='backbone.')))
+    backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='student.pth', prefix='backbone.')))

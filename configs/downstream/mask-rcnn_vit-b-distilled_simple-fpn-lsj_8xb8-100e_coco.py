@@ -6,9 +6,7 @@
 # checkpoint loads.
 # Differences from ViTDet (see README.md): global attention in every block (mmpretrain's ViT has no
 # window attention), mmdet's Mask R-CNN heads without LayerNorm, no layer-wise LR decay.
-_base_ = [
-    'mmdet::_base_/models/mask-rcnn_r50_fpn.py', 'mmdet::common/lsj-100e_coco-instance.py'
-]
+_base_ = ['mmdet::_base_/models/mask-rcnn_r50_fpn.py', 'mmdet::common/lsj-100e_coco-instance.py']
 custom_imports = dict(imports=['mmkd_ext', 'mmpretrain.models'], allow_failed_imports=False)
 
 # The student exported by tools/export_student.py (tools/finetune_student.py sets it). Override:
@@ -57,12 +55,7 @@ optim_wrapper = dict(
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=250),
     dict(
-        type='MultiStepLR',
-        begin=0,
-        end=max_epochs,
-        by_epoch=True,
-        milestones=[89, 96],
-        gamma=0.1)
+        type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[89, 96], gamma=0.1)
 ]
 default_hooks = dict(checkpoint=dict(interval=10, max_keep_ckpts=2))
 auto_scale_lr = dict(base_batch_size=64)

@@ -7,7 +7,7 @@
 # Teacher: OFA's released CIFAR-100 teacher (timm format), converted with
 # tools/model_converters/timm_to_mmpretrain.py (see README.md).
 _base_ = [
-    '../_base_/datasets/cifar100_bs64_randaug.py', '../_base_/schedules/cifar100_adamw_300e.py',
+    '../_base_/datasets/cifar100_bs128_randaug.py', '../_base_/schedules/cifar100_adamw_300e.py',
     'mmpretrain::_base_/default_runtime.py'
 ]
 custom_imports = dict(imports=['mmkd_ext'], allow_failed_imports=False)
@@ -28,8 +28,7 @@ model = dict(
             loss_weight=1.0,
             head_weight=1.0,
             student_taps=dict(stages=[
-                'backbone.layers.1', 'backbone.layers.3', 'backbone.layers.9',
-                'backbone.layers.11'
+                'backbone.layers.1', 'backbone.layers.3', 'backbone.layers.9', 'backbone.layers.11'
             ]))
     ],
 )

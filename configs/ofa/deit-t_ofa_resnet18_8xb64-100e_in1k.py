@@ -5,9 +5,7 @@
 # epochs from 1e-4, then the LR x 0.1 every 30 epochs (changed once per epoch); cross-entropy with
 # label smoothing 0.1; RandomResizedCrop 224 + flip, no colour jitter; eps 1.5, branches on
 # layer1-4, loss weights 1, temperature 1.
-_base_ = [
-    'mmpretrain::_base_/datasets/imagenet_bs64.py', 'mmpretrain::_base_/default_runtime.py'
-]
+_base_ = ['mmpretrain::_base_/datasets/imagenet_bs64.py', 'mmpretrain::_base_/default_runtime.py']
 custom_imports = dict(imports=['mmkd_ext'], allow_failed_imports=False)
 
 model = dict(
@@ -35,9 +33,9 @@ model = dict(
             temperature=1.0,
             loss_weight=1.0,
             head_weight=1.0,
-            student_taps=dict(stages=[
-                'backbone.layer1', 'backbone.layer2', 'backbone.layer3', 'backbone.layer4'
-            ]))
+            student_taps=dict(
+                stages=['backbone.layer1', 'backbone.layer2', 'backbone.layer3', 'backbone.layer4'
+                        ]))
     ],
 )
 

@@ -7,7 +7,7 @@
 # Teacher: OFA's released CIFAR-100 teacher (timm format), converted with
 # tools/model_converters/timm_to_mmpretrain.py (see README.md).
 _base_ = [
-    '../_base_/datasets/cifar100_bs64.py', '../_base_/schedules/cifar100_sgd_300e.py',
+    '../_base_/datasets/cifar100_bs128.py', '../_base_/schedules/cifar100_sgd_300e.py',
     'mmpretrain::_base_/default_runtime.py'
 ]
 custom_imports = dict(imports=['mmkd_ext'], allow_failed_imports=False)
@@ -27,9 +27,9 @@ model = dict(
             temperature=1.0,
             loss_weight=1.0,
             head_weight=1.0,
-            student_taps=dict(stages=[
-                'backbone.layer1', 'backbone.layer2', 'backbone.layer3', 'backbone.layer4'
-            ]))
+            student_taps=dict(
+                stages=['backbone.layer1', 'backbone.layer2', 'backbone.layer3', 'backbone.layer4'
+                        ]))
     ],
 )
 # Logs the teacher's top-1 on the test split before training (no published value to hold it to).

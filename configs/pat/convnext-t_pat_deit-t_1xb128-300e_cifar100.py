@@ -2,13 +2,13 @@
 # (OFA 75.76, DeiT-T alone 68.00 in OFA's table).
 # The PAT code's recipe (command_cifar.sh: 1 GPU, --config configs/cifar/vit_mlp.yaml, --amp,
 # --model-ema): 300 epochs of 128 images, AdamW 5e-4, RandAugment, random erasing, Mixup/CutMix,
-# label smoothing 0.1 (../_base_/datasets/cifar100_bs64_randaug.py,
+# label smoothing 0.1 (../_base_/datasets/cifar100_bs128_randaug.py,
 # ../_base_/schedules/cifar100_adamw_300e.py, the student's model file); an EMA of the weights is
 # what validation reports (timm's --model-ema, decay 0.9998). Mixed precision: `--amp`.
 # PAT's defaults: alpha = beta = gamma = 1, T = 1; RAA 4 x 4 regions per stage, d 512, 8 heads;
 # a prompt before each of the four teacher stages.
 _base_ = [
-    '../_base_/datasets/cifar100_bs64_randaug.py', '../_base_/schedules/cifar100_adamw_300e.py',
+    '../_base_/datasets/cifar100_bs128_randaug.py', '../_base_/schedules/cifar100_adamw_300e.py',
     'mmpretrain::_base_/default_runtime.py'
 ]
 custom_imports = dict(imports=['mmkd_ext'], allow_failed_imports=False)
@@ -42,8 +42,8 @@ model = dict(
             # downsampling layers outside its stages (timm's stages, which the reference prompts,
             # begin with them).
             prompt_paths=[
-                'backbone.stages.0', 'backbone.downsample_layers.1',
-                'backbone.downsample_layers.2', 'backbone.downsample_layers.3'
+                'backbone.stages.0', 'backbone.downsample_layers.1', 'backbone.downsample_layers.2',
+                'backbone.downsample_layers.3'
             ])
     ],
 )

@@ -25,8 +25,8 @@ model = dict(
             # downsampling layers outside its stages (timm's stages, which the reference prompts,
             # begin with them).
             prompt_paths=[
-                'backbone.stages.0', 'backbone.downsample_layers.1',
-                'backbone.downsample_layers.2', 'backbone.downsample_layers.3'
+                'backbone.stages.0', 'backbone.downsample_layers.1', 'backbone.downsample_layers.2',
+                'backbone.downsample_layers.3'
             ])
     ],
 )

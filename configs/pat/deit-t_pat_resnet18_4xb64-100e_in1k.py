@@ -20,8 +20,7 @@ model = dict(
     student=dict(
         type='ImageClassifier',
         _scope_='mmpretrain',
-        backbone=dict(
-            type='ResNet', depth=18, num_stages=4, out_indices=(3, ), style='pytorch'),
+        backbone=dict(type='ResNet', depth=18, num_stages=4, out_indices=(3, ), style='pytorch'),
         neck=dict(type='GlobalAveragePooling'),
         head=dict(
             type='LinearClsHead',
@@ -40,9 +39,9 @@ model = dict(
             beta=1.0,
             gamma=1.0,
             tau=1.0,
-            student_taps=dict(stages=[
-                'backbone.layer1', 'backbone.layer2', 'backbone.layer3', 'backbone.layer4'
-            ]),
+            student_taps=dict(
+                stages=['backbone.layer1', 'backbone.layer2', 'backbone.layer3', 'backbone.layer4'
+                        ]),
             teacher_taps=dict(
                 stages=[
                     'backbone.layers.1', 'backbone.layers.3', 'backbone.layers.9',

@@ -2,13 +2,13 @@
 # (OFA 80.54, ResNet-18 alone 74.01 in OFA's table).
 # The PAT code's recipe for CNN students (command_cifar.sh: 1 GPU, --config configs/cifar/cnn.yaml,
 # --amp, --model-ema): 300 epochs of 128 images, SGD (Nesterov) lr 0.05, wd 2e-3, cosine, 3
-# warm-up epochs, label smoothing 0.1 (../_base_/datasets/cifar100_bs64.py,
+# warm-up epochs, label smoothing 0.1 (../_base_/datasets/cifar100_bs128.py,
 # ../_base_/schedules/cifar100_sgd_300e.py); an EMA of the weights (decay 0.9998) is what
 # validation reports. Mixed precision: `--amp`.
 # PAT's defaults: alpha = beta = gamma = 1, T = 1; RAA 4 x 4 regions per stage, d 512, 8 heads;
 # a prompt before each of the four teacher stages.
 _base_ = [
-    '../_base_/datasets/cifar100_bs64.py', '../_base_/schedules/cifar100_sgd_300e.py',
+    '../_base_/datasets/cifar100_bs128.py', '../_base_/schedules/cifar100_sgd_300e.py',
     'mmpretrain::_base_/default_runtime.py'
 ]
 custom_imports = dict(imports=['mmkd_ext'], allow_failed_imports=False)
@@ -30,9 +30,9 @@ model = dict(
             tau=1.0,
             # ResNet-18 layer1-4; Swin-T blocks 1, 3, 9, 11 counted across the model (depths
             # 2, 2, 6, 2): tokens (B, L, C), their grid comes with each block's call.
-            student_taps=dict(stages=[
-                'backbone.layer1', 'backbone.layer2', 'backbone.layer3', 'backbone.layer4'
-            ]),
+            student_taps=dict(
+                stages=['backbone.layer1', 'backbone.layer2', 'backbone.layer3', 'backbone.layer4'
+                        ]),
             teacher_taps=dict(stages=[
                 'backbone.stages.0.blocks.1', 'backbone.stages.1.blocks.1',
                 'backbone.stages.2.blocks.5', 'backbone.stages.3.blocks.1'

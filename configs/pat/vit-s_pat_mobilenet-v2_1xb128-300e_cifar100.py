@@ -19,9 +19,8 @@ model = dict(
             # MobileNetV2 blocks 2, 5, 12, 17 of timm's block list (the ends of the 24, 32 and 96
             # channel stages and the 1280-channel head conv); ViT-S blocks 1, 3, 9, 11 (class token
             # first, dropped; patch grid from the patch embedding).
-            student_taps=dict(stages=[
-                'backbone.layer2', 'backbone.layer3', 'backbone.layer5', 'backbone.conv2'
-            ]),
+            student_taps=dict(
+                stages=['backbone.layer2', 'backbone.layer3', 'backbone.layer5', 'backbone.conv2']),
             teacher_taps=dict(
                 stages=[
                     'backbone.layers.1', 'backbone.layers.3', 'backbone.layers.9',

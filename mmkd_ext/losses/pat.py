@@ -172,8 +172,7 @@ class PATLoss(DistillLoss):
         if any(not 0 <= i < num for i in self.prompt_stages):
             raise ValueError(f'PATLoss: prompt_stages {list(prompt_stages)} must be stage indices '
                              f'in [0, {num}).')
-        if prompt_paths is not None and (isinstance(prompt_paths, str)
-                                         or len(prompt_paths) != num):
+        if prompt_paths is not None and (isinstance(prompt_paths, str) or len(prompt_paths) != num):
             raise ValueError(f'PATLoss: prompt_paths must list one module path per teacher '
                              f'stage ({num}), got {prompt_paths!r}.')
         self.prompt_paths = list(prompt_paths) if prompt_paths is not None else None
@@ -244,7 +243,8 @@ class PATLoss(DistillLoss):
             resolve_module(teacher, path, 'teacher')  # a wrong path: an error with near matches
         in_channels = self._probe_stage_inputs(teacher, t_list)
         self.prompts = nn.ModuleDict({
-            str(i): build_module(
+            str(i):
+            build_module(
                 self.prompt_cfg,
                 channels=in_channels[i],
                 feedback_channels=out_shapes[i][0] if len(out_shapes[i]) == 3 else out_shapes[i][1])

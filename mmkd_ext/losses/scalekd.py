@@ -200,8 +200,8 @@ class DualViewMimicLoss(_ScaleKDBase):
                  projector: Optional[dict] = None,
                  **kwargs):
         super().__init__(**kwargs)
-        for name, v in (('dir_weight', dir_weight), ('alt_weight', alt_weight),
-                        ('softmax_scale', softmax_scale)):
+        for name, v in (('dir_weight', dir_weight), ('alt_weight', alt_weight), ('softmax_scale',
+                                                                                 softmax_scale)):
             if isinstance(v, (list, tuple)):
                 raise TypeError(f'DualViewMimicLoss: {name} is one number (one feature pair), '
                                 f'got {v!r}.')
@@ -216,10 +216,9 @@ class DualViewMimicLoss(_ScaleKDBase):
                                 student_shapes.get('grid'), 'student feat')
         ct, gt = _dims_and_grid(teacher_shapes['feat'], self.teacher_extra,
                                 teacher_shapes.get('grid'), 'teacher feat')
-        self.projectors = nn.ModuleDict({
-            view: self._cap(0, cs, ct, gs, gt, learnable_queries=True)
-            for view in self.views
-        })
+        self.projectors = nn.ModuleDict(
+            {view: self._cap(0, cs, ct, gs, gt, learnable_queries=True)
+             for view in self.views})
 
     def forward(self, student_feats, teacher_feats, data_samples=None, progress=None):
         t_grid = grid_of(teacher_feats['grid']) if 'grid' in teacher_feats else None

@@ -41,7 +41,6 @@ _CONVNEXT_KEYS: Rules = [
     (r'^head\.fc\.', 'head.fc.'),
 ]
 
-
 # timm Swin (0.6.5: `layers.i.downsample` ends stage i; >= 0.9: it starts stage i, and the head is
 # `head.fc`) -> mmpretrain SwinTransformer (downsample at the end of stage i) + GAP + LinearClsHead.
 _SWIN_KEYS: Rules = [
@@ -50,8 +49,7 @@ _SWIN_KEYS: Rules = [
     (r'^layers\.(\d+)\.blocks\.(\d+)\.norm1\.', r'backbone.stages.\1.blocks.\2.norm1.'),
     (r'^layers\.(\d+)\.blocks\.(\d+)\.attn\.', r'backbone.stages.\1.blocks.\2.attn.w_msa.'),
     (r'^layers\.(\d+)\.blocks\.(\d+)\.norm2\.', r'backbone.stages.\1.blocks.\2.norm2.'),
-    (r'^layers\.(\d+)\.blocks\.(\d+)\.mlp\.fc1\.',
-     r'backbone.stages.\1.blocks.\2.ffn.layers.0.0.'),
+    (r'^layers\.(\d+)\.blocks\.(\d+)\.mlp\.fc1\.', r'backbone.stages.\1.blocks.\2.ffn.layers.0.0.'),
     (r'^layers\.(\d+)\.blocks\.(\d+)\.mlp\.fc2\.', r'backbone.stages.\1.blocks.\2.ffn.layers.1.'),
     (r'^layers\.(\d+)\.downsample\.', r'backbone.stages.\1.downsample.'),
     (r'^norm\.', 'backbone.norm3.'),
@@ -102,19 +100,21 @@ def convert_timm_swin(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Te
     else:
         layout_06 = not any(re.match(r'^layers\.\d+\.downsample\.', k) for k in state)
     if not layout_06:  # timm >= 0.9: the merge that starts stage i ends stage i - 1
-        state = {
-            re.sub(r'^layers\.(\d+)\.downsample\.',
-                   lambda m: f'layers.{int(m.group(1)) - 1}.downsample.', k): v
-            for k, v in state.items()
-        }
+
+        def earlier(m):
+            return f'layers.{int(m.group(1)) - 1}.downsample.'
+
+        state = {re.sub(r'^layers\.(\d+)\.downsample\.', earlier, k): v for k, v in state.items()}
     out = _rename(state, _SWIN_KEYS, 'Swin')
     for key, value in out.items():
         if '.downsample.' not in key:
             continue
         if key.endswith('reduction.weight'):  # (C_out, 4 C)
             c = value.shape[1] // 4
-            out[key] = value.reshape(-1, 4, c)[:, _UNFOLD_ORDER].transpose(1, 2).reshape(
-                value.shape[0], 4 * c)
+            out[key] = value.reshape(-1, 4,
+                                     c)[:,
+                                        _UNFOLD_ORDER].transpose(1,
+                                                                 2).reshape(value.shape[0], 4 * c)
         elif key.endswith(('norm.weight', 'norm.bias')):  # (4 C,)
             c = value.shape[0] // 4
             out[key] = value.reshape(4, c)[_UNFOLD_ORDER].t().reshape(4 * c)

@@ -4,5 +4,4 @@ from .linear_projector import LinearProjector
 from .ofa_exit_branch import OFAExitBranch
 from .region_aware_attention import RegionAwareAttention
 
-__all__ = ['LinearProjector', 'CrossAttentionProjector', 'RegionAwareAttention',
-           'OFAExitBranch']
+__all__ = ['LinearProjector', 'CrossAttentionProjector', 'RegionAwareAttention', 'OFAExitBranch']

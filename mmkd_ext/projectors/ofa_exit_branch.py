@@ -137,8 +137,9 @@ class OFAExitBranch(nn.Module):
         side = min(grid)
         num_merge = max(int(math.log2(side / final_grid)), 0) if side > final_grid else 0
         self.mergers = nn.ModuleList([
-            PatchMerging2x2(dims if i == 0 else out_dims, out_dims,
-                            act=(i == 0 or i != num_merge - 1)) for i in range(num_merge)
+            PatchMerging2x2(
+                dims if i == 0 else out_dims, out_dims, act=(i == 0 or i != num_merge - 1))
+            for i in range(num_merge)
         ])
         # Without a merge nothing changes the width; the blocks run at the student's final width.
         self.token_proj = (

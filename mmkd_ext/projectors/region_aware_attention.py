@@ -183,10 +183,10 @@ class RegionAwareAttention(nn.Module):
         out = attn.softmax(dim=-1) @ v
         return out.transpose(1, 2).reshape(b, n, d)
 
-    def forward(self,
-                feats: List[torch.Tensor],
-                out_sizes: Optional[Sequence[Optional[Tuple[int, int]]]] = None
-                ) -> List[torch.Tensor]:
+    def forward(
+            self,
+            feats: List[torch.Tensor],
+            out_sizes: Optional[Sequence[Optional[Tuple[int, int]]]] = None) -> List[torch.Tensor]:
         if len(feats) != self.num_stages:
             raise ValueError(f'RegionAwareAttention was built for {self.num_stages} stages, got '
                              f'{len(feats)} features.')

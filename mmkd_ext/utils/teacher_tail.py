@@ -169,8 +169,8 @@ class TeacherTail:
 
     def _setup_vit(self, bb, tail_blocks):
         depth = len(bb.layers)
-        if not isinstance(tail_blocks, int) or isinstance(tail_blocks, bool) or not (
-                1 <= tail_blocks <= depth - 1):
+        if not isinstance(tail_blocks, int) or isinstance(
+                tail_blocks, bool) or not (1 <= tail_blocks <= depth - 1):
             raise ValueError(
                 f'A {type(bb).__name__} teacher needs tail_blocks, the number of its last blocks '
                 f'the proxy path runs, an int in [1, {depth - 1}] (it has {depth} blocks); got '

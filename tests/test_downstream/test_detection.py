@@ -90,8 +90,9 @@ def test_tiny_coco_scores_one_when_predictions_are_the_ground_truth(coco, tmp_pa
         metric.dataset_meta = dict(classes=names)
         for img in ann['images']:
             objs = [a for a in ann['annotations'] if a['image_id'] == img['id']]
-            boxes = np.array([[a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2],
-                               a['bbox'][1] + a['bbox'][3]] for a in objs])
+            boxes = np.array([[
+                a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2], a['bbox'][1] + a['bbox'][3]
+            ] for a in objs])
             if img['id'] == 1:
                 boxes[0] += shift
             rles = [
@@ -105,8 +106,10 @@ def test_tiny_coco_scores_one_when_predictions_are_the_ground_truth(coco, tmp_pa
                 scores=torch.ones(len(objs)),
                 labels=torch.tensor([a['category_id'] - 1 for a in objs]),
                 masks=torch.from_numpy(masks))
-            metric.process({}, [dict(img_id=img['id'], ori_shape=(img['height'], img['width']),
-                                     pred_instances=pred)])
+            metric.process({}, [
+                dict(
+                    img_id=img['id'], ori_shape=(img['height'], img['width']), pred_instances=pred)
+            ])
         return metric.evaluate(len(ann['images']))
 
     exact = evaluate(0)
@@ -292,15 +295,17 @@ def test_finetune_command_and_errors(tmp_path, monkeypatch):
     assert find_checkpoint(str(tmp_path)).endswith('best_coco_bbox_mAP_epoch_2.pth')
     # The tool stops, saying why, before training: a checkpoint that is not a distiller's.
     os.makedirs(tmp_path / 'plain')
-    torch.save(dict(state_dict={'backbone.conv1.weight': torch.zeros(1)}),
-               str(tmp_path / 'plain' / 'epoch_1.pth'))
+    torch.save(
+        dict(state_dict={'backbone.conv1.weight': torch.zeros(1)}),
+        str(tmp_path / 'plain' / 'epoch_1.pth'))
     monkeypatch.setattr(sys, 'argv', ['finetune_student.py', str(tmp_path / 'plain'), R50_CFG])
     with pytest.raises(SystemExit, match='holds no "student." weights'):
         runpy.run_path(osp.join(ROOT, 'tools', 'finetune_student.py'), run_name='__main__')
     from mmkd_ext.apis.finetune import check_checkpoint_key
     with pytest.raises(KeyError, match='--checkpoint-key'):
-        check_checkpoint_key(osp.join(ROOT, 'configs/demo/resnet18-w4_1xb64-80e_digits-150.py'),
-                             'model.backbone.init_cfg.checkpoint')
+        check_checkpoint_key(
+            osp.join(ROOT, 'configs/demo/resnet18-w4_1xb64-80e_digits-150.py'),
+            'model.backbone.init_cfg.checkpoint')
 
 
 # ------------------------------------------------------------------------ distillation inside
@@ -364,6 +369,7 @@ def test_distillation_inside_mask_rcnn_trains_evaluates_and_resumes(coco, tmp_pa
 
     # What `tools/train.py CFG --resume --cfg-options ...` runs, in this process (saves a start).
     monkeypatch.setattr(Config, 'pretty_text', property(lambda self: '# not formatted\n'))
+    before = set(glob.glob(osp.join(str(work), '*', 'vis_data', 'scalars.json')))
     build_runner(
         cfg_path,
         resume='auto',
@@ -373,7 +379,11 @@ def test_distillation_inside_mask_rcnn_trains_evaluates_and_resumes(coco, tmp_pa
         }).train()
     resumed = torch.load(str(work / 'epoch_2.pth'), weights_only=False)
     assert resumed['meta']['epoch'] == 2 and resumed['meta']['iter'] == 2 * ckpt['meta']['iter']
-    records = scalars(work)  # the resumed run's log: it started after the first epoch
+    # the resumed run's own log (the file it created): it started after the first epoch
+    logs = set(glob.glob(osp.join(str(work), '*', 'vis_data', 'scalars.json'))) - before
+    assert len(logs) == 1, (before, logs)
+    with open(logs.pop()) as f:
+        records = [json.loads(line) for line in f if line.strip()]
     steps = [r['step'] for r in records if 'loss_mgd_fpn0' in r]
     assert steps and min(steps) == ckpt['meta']['iter'] + 1, steps
     assert 'coco/segm_mAP' in records[-1]

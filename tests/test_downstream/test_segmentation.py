@@ -55,8 +55,8 @@ def ade20k(tmp_path_factory):
         cv2.circle(img, c, 5, (20, 220, 20), -1)
         cv2.circle(label, c, 5, 0, -1)
         img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
-        for sub, name, data in (('images', f'scene_{i}.jpg', img),
-                                ('annotations', f'scene_{i}.png', label)):
+        for sub, name, data in (('images', f'scene_{i}.jpg', img), ('annotations', f'scene_{i}.png',
+                                                                    label)):
             os.makedirs(root / sub / split, exist_ok=True)
             cv2.imwrite(str(root / sub / split / name), data)
     return str(root)
@@ -103,8 +103,8 @@ def run(cmd):
 
 def train(config, work_dir, *options, resume=False):
     cmd = [sys.executable, 'tools/train.py', str(config), '--work-dir', str(work_dir)]
-    return run(cmd + (['--resume'] if resume else []) + (['--cfg-options', *options]
-                                                         if options else []))
+    return run(cmd + (['--resume'] if resume else []) +
+               (['--cfg-options', *options] if options else []))
 
 
 def logged_miou(work_dir):
@@ -205,8 +205,9 @@ def test_upernet_builds_from_mmsegs_own_config_and_trains():
     sample.set_metainfo(dict(img_shape=(size, size), ori_shape=(size, size)))
     model.data_preprocessor.size = (size, size)
     data = model.data_preprocessor(
-        dict(inputs=[torch.randint(0, 256, (3, size, size), dtype=torch.uint8)] * 2,
-             data_samples=[sample, sample]), True)
+        dict(
+            inputs=[torch.randint(0, 256, (3, size, size), dtype=torch.uint8)] * 2,
+            data_samples=[sample, sample]), True)
     model.train()
     losses = model(**data, mode='loss')
     assert {'decode.loss_ce', 'aux.loss_ce'} <= set(losses)
@@ -282,8 +283,7 @@ def test_upernet_fine_tunes_from_an_exported_student(tmp_path, ade20k):
     # A distillation checkpoint: ResNet-50 classifiers (shrunk), student + KD, as the Runner saves
     # them ({'meta', 'state_dict'} with 'student.' keys), then the student exported from it.
     cls = tiny_resnet50_classifier()
-    d = Distiller(
-        student=cls, teacher=cls, input_shape=(3, 32, 32), methods=[dict(type='KDLoss')])
+    d = Distiller(student=cls, teacher=cls, input_shape=(3, 32, 32), methods=[dict(type='KDLoss')])
     torch.save(dict(meta=dict(iter=10), state_dict=d.state_dict()), tmp_path / 'kd_iter_10.pth')
     export_student(str(tmp_path / 'kd_iter_10.pth'), str(tmp_path / 'student.pth'))
     exported = torch.load(tmp_path / 'student.pth', weights_only=True)['state_dict']
@@ -335,16 +335,16 @@ STUDENTS = {
     # downstream config: (the classifier's backbone, shrunk; the same settings in the segmentor;
     # the backbone's output widths)
     'upernet_resnet50-d-distilled_4xb4-160k_ade20k-512x512.py':
-    (dict(type='ResNetV1d', depth=50, stem_channels=8, base_channels=8),
-     dict(stem_channels=8, base_channels=8), [32, 64, 128, 256]),
+    (dict(type='ResNetV1d', depth=50, stem_channels=8,
+          base_channels=8), dict(stem_channels=8, base_channels=8), [32, 64, 128, 256]),
     'upernet_swin-t-distilled_8xb2-160k_ade20k-512x512.py':
     (dict(type='SwinTransformer', arch=SWIN), dict(arch=SWIN), [16, 32, 64, 128]),
     'upernet_deit-s-distilled_8xb2-80k_ade20k-512x512.py':
-    (dict(type='VisionTransformer', arch=VIT, img_size=32, patch_size=16),
-     dict(arch=VIT, img_size=(IMG, IMG)), [32] * 4),
+    (dict(type='VisionTransformer', arch=VIT, img_size=32,
+          patch_size=16), dict(arch=VIT, img_size=(IMG, IMG)), [32] * 4),
     'upernet_vit-b16-distilled_mln_8xb2-160k_ade20k-512x512.py':
-    (dict(type='VisionTransformer', arch=VIT, img_size=32, patch_size=16),
-     dict(arch=VIT, img_size=(IMG, IMG)), [32] * 4),
+    (dict(type='VisionTransformer', arch=VIT, img_size=32,
+          patch_size=16), dict(arch=VIT, img_size=(IMG, IMG)), [32] * 4),
 }
 
 
@@ -370,8 +370,10 @@ def test_students_load_into_their_downstream_configs(name, tmp_path):
                 in_channels=widths[-1])))
     classifier.init_weights()
     torch.save(
-        dict(state_dict={f'student.{k}': v
-                         for k, v in classifier.state_dict().items()}), tmp_path / 'kd.pth')
+        dict(state_dict={
+            f'student.{k}': v
+            for k, v in classifier.state_dict().items()
+        }), tmp_path / 'kd.pth')
     export_student(str(tmp_path / 'kd.pth'), str(tmp_path / 'student.pth'))
 
     seg = Config.fromfile(osp.join(ROOT, 'configs', 'downstream', name)).model
@@ -401,9 +403,10 @@ def test_students_load_into_their_downstream_configs(name, tmp_path):
     # What differs is what the recipes differ in: the classifier's final LayerNorm, which mmseg's
     # ViT recipes do not have, and Swin's per-stage output norms 0-2, new in the segmentor.
     assert set(exported) - set(loaded) == ({'ln1.weight', 'ln1.bias'} if vit else set())
-    assert set(loaded) - set(exported) == ({f'norm{i}.{p}' for i in range(3)
-                                            for p in ('weight', 'bias')}
-                                           if kind == 'SwinTransformer' else set())
+    assert set(loaded) - set(exported) == (
+        {f'norm{i}.{p}'
+         for i in range(3)
+         for p in ('weight', 'bias')} if kind == 'SwinTransformer' else set())
     out = model.eval()(torch.zeros(1, 3, IMG, IMG), mode='tensor')
     # Class scores at 1/4 of the input (CNN and Swin first stages, the ViT's neck), or at the
     # patch grid, 1/16, for the DeiT-S recipe without a neck.

@@ -17,8 +17,9 @@ def test_squeeze_excitation_gates_its_input():
     se = SqueezeExcitation(8, ratio=2)
     x = torch.randn(2, 8, 4, 4)
     gate = torch.sigmoid(
-        F.conv2d(F.relu(F.conv2d(x.mean((2, 3), keepdim=True), se.compress.weight,
-                                 se.compress.bias)), se.excite.weight, se.excite.bias))
+        F.conv2d(
+            F.relu(F.conv2d(x.mean((2, 3), keepdim=True), se.compress.weight, se.compress.bias)),
+            se.excite.weight, se.excite.bias))
     assert torch.allclose(se(x), x * gate)
     # The reference code's block returns the gate alone: for a zero input that is sigmoid(.) > 0.
     assert torch.equal(se(torch.zeros(2, 8, 4, 4)), torch.zeros(2, 8, 4, 4))

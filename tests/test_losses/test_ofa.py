@@ -130,8 +130,8 @@ def test_bad_settings():
         OFALoss(eps=0)
     loss = OFALoss(eps=[1.0, 1.5], student_taps=dict(stages=['a', 'b']))
     with pytest.raises(ValueError, match='one value per stage'):
-        loss.setup(dict(logits=(C, ), stages=[(4, 8, 8), (8, 4, 4)]), dict(logits=(C, )),
-                   _Net(8), _Net(8))
+        loss.setup(
+            dict(logits=(C, ), stages=[(4, 8, 8), (8, 4, 4)]), dict(logits=(C, )), _Net(8), _Net(8))
 
 
 # ------------------------------------------------------------------------------- branches
@@ -151,8 +151,8 @@ def test_cnn_branches_follow_the_reference_layout():
             for b in blocks:
                 x = b(x)
             assert x.shape == (2, teacher_dims, 7, 7)
-            assert [b[-3].out_channels for b in blocks][:-1] == [shape[0] * 2**(i + 1)
-                                                                 for i in range(3 - k)]
+            assert [b[-3].out_channels
+                    for b in blocks][:-1] == [shape[0] * 2**(i + 1) for i in range(3 - k)]
         else:
             assert isinstance(branch.body, torch.nn.Conv2d)
             assert branch.body(x).shape == (2, teacher_dims, 7, 7)
@@ -164,8 +164,9 @@ def test_token_branches_vit_and_swin():
     Swin-T (56/28/14/7 grids, 96..768 wide): 3/2/1/0 merges to 7x7 at the final width, the mean
     token."""
     vit = OFALoss(student_taps=dict(stages=['a', 'b', 'c', 'd']))
-    vit.setup(dict(logits=(C, ), stages=[(197, 192)] * 4), dict(logits=(C, )), _Net(192, extra=1),
-              _Net(768))
+    vit.setup(
+        dict(logits=(C, ), stages=[(197, 192)] * 4), dict(logits=(C, )), _Net(192, extra=1),
+        _Net(768))
     for k, branch in enumerate(vit.branches, start=1):
         assert branch.num_extra == 1 and branch.grid == (14, 14)
         assert len(branch.mergers) == 1 and len(branch.blocks) == max(4 - k, 1)
@@ -219,8 +220,7 @@ def tiny_resnet():
     return dict(
         type='ImageClassifier',
         _scope_='mmpretrain',
-        backbone=dict(
-            type='ResNet', depth=18, stem_channels=8, base_channels=8, out_indices=(3, )),
+        backbone=dict(type='ResNet', depth=18, stem_channels=8, base_channels=8, out_indices=(3, )),
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=C, in_channels=64))
 
@@ -258,8 +258,9 @@ def test_training_steps_through_the_distiller(tmp_path):
     optim = OptimWrapper(torch.optim.SGD(d.parameters(), lr=0.01))
     g = torch.Generator().manual_seed(0)
     data = dict(
-        inputs=[torch.randint(0, 256, (3, 32, 32), generator=g, dtype=torch.uint8)
-                for _ in range(4)],
+        inputs=[
+            torch.randint(0, 256, (3, 32, 32), generator=g, dtype=torch.uint8) for _ in range(4)
+        ],
         data_samples=[DataSample().set_gt_label(i % C) for i in range(4)])
     d.train()
     teacher_before = {k: v.clone() for k, v in d.teacher.state_dict().items()}

@@ -65,8 +65,7 @@ def vit(width=16):
             type='VisionTransformer',
             img_size=IMG,
             patch_size=4,
-            arch=dict(
-                embed_dims=width, num_layers=4, num_heads=2, feedforward_channels=2 * width)),
+            arch=dict(embed_dims=width, num_layers=4, num_heads=2, feedforward_channels=2 * width)),
         width,
         head='VisionTransformerClsHead',
         neck=False)
@@ -98,9 +97,8 @@ def distiller(teacher='resnet', student='resnet', gate_init=0.0, extra_methods=(
         raa=dict(embed_dims=32, num_heads=4),
         prompt=dict(gate_init=gate_init, se_ratio=4))
     if teacher == 'convnext_sites':
-        method['prompt_paths'] = ['backbone.stages.0'] + [
-            f'backbone.downsample_layers.{i}' for i in range(1, 4)
-        ]
+        method['prompt_paths'] = ['backbone.stages.0'
+                                  ] + [f'backbone.downsample_layers.{i}' for i in range(1, 4)]
     method.update(pat)
     return Distiller(
         student=s_model(),
@@ -123,8 +121,9 @@ def clean_run(teacher, x, paths):
     """The teacher's outputs at ``paths`` on ``x``: a plain no_grad forward (no loss involved)."""
     out, handles = {}, []
     for p in paths:
-        handles.append(teacher.get_submodule(p).register_forward_hook(
-            lambda m, a, o, p=p: out.update({p: out.get(p, o)})))
+        handles.append(
+            teacher.get_submodule(p).register_forward_hook(
+                lambda m, a, o, p=p: out.update({p: out.get(p, o)})))
     with torch.no_grad():
         out['logits'] = teacher(x, mode='tensor')
     for h in handles:
@@ -402,5 +401,10 @@ def test_bad_configuration_is_a_clear_error():
     with pytest.raises(RuntimeError, match='has not run'):
         loss = d.methods[0]
         loss._teacher_input = None
-        loss({'stages': [torch.zeros(2, 8, 8, 8)] * 4, 'logits': torch.zeros(2, CLASSES)},
-             {'stages': [torch.zeros(2, 8, 8, 8)] * 4, 'logits': torch.zeros(2, CLASSES)})
+        loss({
+            'stages': [torch.zeros(2, 8, 8, 8)] * 4,
+            'logits': torch.zeros(2, CLASSES)
+        }, {
+            'stages': [torch.zeros(2, 8, 8, 8)] * 4,
+            'logits': torch.zeros(2, CLASSES)
+        })

@@ -41,8 +41,9 @@ def test_pixel_kd_is_the_mean_of_per_image_losses_and_zero_at_the_teacher():
     z_s, z_t = torch.randn(3, 4, 2, 2, generator=g), torch.randn(3, 4, 2, 2, generator=g)
     loss = KDLoss(tau=2.0)
     whole = loss(dict(logits=z_s), dict(logits=z_t))['loss_kd']
-    per_image = [loss(dict(logits=z_s[i:i + 1]), dict(logits=z_t[i:i + 1]))['loss_kd'] for i in
-                 range(3)]
+    per_image = [
+        loss(dict(logits=z_s[i:i + 1]), dict(logits=z_t[i:i + 1]))['loss_kd'] for i in range(3)
+    ]
     assert whole.item() == pytest.approx(sum(v.item() for v in per_image) / 3, rel=1e-5)
     assert loss(dict(logits=z_t), dict(logits=z_t))['loss_kd'].abs().item() < 1e-6
 

@@ -140,8 +140,8 @@ def mixer_student(img=224):
 STUDENT_TAPS = {
     'resnet': {},
     'vit': dict(stage3='backbone.layers.2', stage4='backbone.ln1', grid='backbone.patch_embed'),
-    'mixer': dict(stage3='backbone.layers.2', stage4='backbone.layers.3',
-                  grid='backbone.patch_embed'),
+    'mixer':
+    dict(stage3='backbone.layers.2', stage4='backbone.layers.3', grid='backbone.patch_embed'),
 }
 STUDENTS = dict(resnet=resnet_student, vit=vit_student, mixer=mixer_student)
 TEACHERS = dict(swin=swin_teacher, vit=vit_teacher)
@@ -195,8 +195,10 @@ def test_only_the_proxy_path_carries_autograd():
         h.remove()
     # The teacher's own pass (no grad), then the proxy path for each view (grad).
     assert calls == {'stage4': [False, True, True], 'head': [False]}
-    names = {'loss_scalekd_s3_dir', 'loss_scalekd_s3_alt', 'loss_scalekd_s4_dir',
-             'loss_scalekd_s4_alt', 'loss_scalekd_kd'}
+    names = {
+        'loss_scalekd_s3_dir', 'loss_scalekd_s3_alt', 'loss_scalekd_s4_dir', 'loss_scalekd_s4_alt',
+        'loss_scalekd_kd'
+    }
     assert names <= set(losses) and all(torch.isfinite(losses[k]) for k in names)
     sum(v for k, v in losses.items() if 'loss' in k).backward()
     for name, p in loss.named_parameters():
@@ -244,8 +246,9 @@ def test_no_teacher_weight_in_state_dict_optimizer_export_and_ema(tmp_path):
     assert not any(k.startswith('teacher') or '_tail' in k for k in state)
     assert not teacher_ptrs & {v.data_ptr() for v in state.values() if torch.is_tensor(v)}
     cap_keys = [k for k in state if k.startswith('methods.0.projectors.')]
-    assert cap_keys and all(k.startswith(('student.', 'methods.0.projectors.', '_extra'))
-                            for k in state), sorted(state)[:5]
+    assert cap_keys and all(
+        k.startswith(('student.', 'methods.0.projectors.', '_extra'))
+        for k in state), sorted(state)[:5]
     wrapper = build_optim_wrapper(d, dict(optimizer=dict(type='SGD', lr=0.1)))
     in_optim = [id(p) for g in wrapper.optimizer.param_groups for p in g['params']]
     assert not teacher_params & set(in_optim)
@@ -272,8 +275,8 @@ def test_cap_shapes(student, teacher):
     swin = teacher == 'swin'
     widths = (64, 128) if swin else (32, 32)
     runs = [(distiller(student, teacher), (224, 224))]
-    runs.append((distiller(student, teacher, img=OTHER) if student == 'mixer' else runs[0][0],
-                 OTHER))
+    runs.append(
+        (distiller(student, teacher, img=OTHER) if student == 'mixer' else runs[0][0], OTHER))
     for d, (h, w) in runs:
         caps = d.methods[0].projectors
         seen = {}
@@ -316,15 +319,18 @@ def test_weights_options_and_errors():
         Distiller(
             student=resnet_student(),
             teacher=resnet_student(),
-            methods=[dict(type='ScaleKDLoss', teacher_taps=dict(final='backbone.layer4',
-                                                                stage3='backbone.layer3'))])
+            methods=[
+                dict(
+                    type='ScaleKDLoss',
+                    teacher_taps=dict(final='backbone.layer4', stage3='backbone.layer3'))
+            ])
     with pytest.raises(ValueError, match=r'needs tail_blocks'):
         distiller(teacher='vit', tail_blocks=None)
     with pytest.raises(ValueError, match=r"teacher_taps\['stage3'\]='backbone.layers.1'"):
         distiller(teacher='vit', tail_blocks=2)
     with pytest.raises(ValueError, match='need their patch grid'):
-        distiller(student='vit', student_taps=dict(stage3='backbone.layers.2',
-                                                   stage4='backbone.ln1'))
+        distiller(
+            student='vit', student_taps=dict(stage3='backbone.layers.2', stage4='backbone.ln1'))
     with pytest.raises(ValueError, match='or \\(stage 3, last stage\\)'):
         ScaleKDLoss(softmax_scale=(1.0, 2.0, 3.0))
     with pytest.raises(ValueError, match='>= 0'):
@@ -347,8 +353,9 @@ def test_trains_a_few_steps():
     student_before = copy.deepcopy(d.student.state_dict())
     g = torch.Generator().manual_seed(0)
     data = dict(
-        inputs=[torch.randint(0, 256, (3, 224, 224), dtype=torch.uint8, generator=g)
-                for _ in range(B)],
+        inputs=[
+            torch.randint(0, 256, (3, 224, 224), dtype=torch.uint8, generator=g) for _ in range(B)
+        ],
         data_samples=samples())
     d.train()
     for _ in range(3):
@@ -376,8 +383,9 @@ def test_dual_view_mimic_loss_alone():
         input_shape=(3, 224, 224))
     loss = d.methods[0]
     assert sorted(loss.projectors) == ['alt', 'dir']
-    assert all(isinstance(p, CrossAttentionProjector) and p.query_grid == (7, 7)
-               for p in loss.projectors.values())
+    assert all(
+        isinstance(p, CrossAttentionProjector) and p.query_grid == (7, 7)
+        for p in loss.projectors.values())
     d.eval()
     x = torch.randn(B, 3, 224, 224)
     losses = d.loss(x, samples())

@@ -18,11 +18,12 @@ def classifier(arch='s12', img_size=224, patch_size=16, classes=10):
     cfg = dict(
         type='ImageClassifier',
         _scope_='mmpretrain',
-        backbone=dict(
-            type='mmkd_ext.ResMLP', arch=arch, img_size=img_size, patch_size=patch_size),
+        backbone=dict(type='mmkd_ext.ResMLP', arch=arch, img_size=img_size, patch_size=patch_size),
         neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=classes, in_channels=384
-                  if isinstance(arch, str) else arch['embed_dims']))
+        head=dict(
+            type='LinearClsHead',
+            num_classes=classes,
+            in_channels=384 if isinstance(arch, str) else arch['embed_dims']))
     model = MODELS.build(cfg)
     model.init_weights()
     return model.eval()
@@ -62,8 +63,9 @@ def test_layer_against_the_paper():
             p.copy_(torch.randn_like(p))
     x = torch.randn(2, 3, 8, 8)
     layer = net.layers[0]
-    tokens = F.conv2d(x, net.patch_embed.projection.weight, net.patch_embed.projection.bias,
-                      stride=4).flatten(2).transpose(1, 2)  # (B, 4, 8)
+    tokens = F.conv2d(
+        x, net.patch_embed.projection.weight, net.patch_embed.projection.bias,
+        stride=4).flatten(2).transpose(1, 2)  # (B, 4, 8)
     a1 = tokens * layer.norm1.alpha + layer.norm1.beta
     mixed = torch.einsum('mn,bnc->bmc', layer.token_mixing.weight, a1) + \
         layer.token_mixing.bias[None, :, None]
@@ -78,8 +80,9 @@ def test_layer_against_the_paper():
 
 
 def test_out_indices_and_taps():
-    net = ResMLP(arch=dict(embed_dims=16, num_layers=4), img_size=32, patch_size=8,
-                 out_indices=(1, -1)).eval()
+    net = ResMLP(
+        arch=dict(embed_dims=16, num_layers=4), img_size=32, patch_size=8,
+        out_indices=(1, -1)).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         outs = net(x)

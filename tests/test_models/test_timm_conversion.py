@@ -31,16 +31,16 @@ def randomised(model):
     with torch.no_grad():
         for name, p in model.named_parameters():
             scale = 0.2 if 'gamma' not in name else 0.5
-            p.copy_(torch.randn(p.shape, generator=g) * scale + (1.0 if 'norm' in name and
-                                                                 name.endswith('weight') else 0.))
+            p.copy_(
+                torch.randn(p.shape, generator=g) * scale +
+                (1.0 if 'norm' in name and name.endswith('weight') else 0.))
     return model.eval()
 
 
 def mm_classifier(backbone, head, neck=None):
     init_default_scope('mmpretrain')
     model = MODELS.build(
-        dict(type='ImageClassifier', _scope_='mmpretrain', backbone=backbone, neck=neck,
-             head=head))
+        dict(type='ImageClassifier', _scope_='mmpretrain', backbone=backbone, neck=neck, head=head))
     return model.eval()
 
 
@@ -57,33 +57,40 @@ def timm_06_swin_layout(state):
 
 def timm_swin():
     return timm.models.swin_transformer.SwinTransformer(
-        img_size=IMG_SWIN, patch_size=4, window_size=2, embed_dim=16, depths=(2, 2, 2, 2),
-        num_heads=(1, 2, 4, 8), num_classes=CLASSES)
+        img_size=IMG_SWIN,
+        patch_size=4,
+        window_size=2,
+        embed_dim=16,
+        depths=(2, 2, 2, 2),
+        num_heads=(1, 2, 4, 8),
+        num_classes=CLASSES)
 
 
 def mm_swin():
     return mm_classifier(
-        dict(type='SwinTransformer', img_size=IMG_SWIN, window_size=2,
-             arch=dict(embed_dims=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8])),
+        dict(
+            type='SwinTransformer',
+            img_size=IMG_SWIN,
+            window_size=2,
+            arch=dict(embed_dims=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8])),
         dict(type='LinearClsHead', num_classes=CLASSES, in_channels=128),
         neck=dict(type='GlobalAveragePooling'))
 
 
 IMG_SWIN = 64  # a 16x16 patch grid: stages of 16, 8, 4, 2 patches, windows of 2
 
-
 CASES = {
-    'vit': (
-        lambda: timm.models.vision_transformer.VisionTransformer(
-            img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=CLASSES),
-        lambda: mm_classifier(
-            dict(type='VisionTransformer', img_size=32, patch_size=8,
-                 arch=dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=128)),
-            dict(type='VisionTransformerClsHead', num_classes=CLASSES, in_channels=32))),
-    'convnext': (
-        lambda: timm.models.convnext.ConvNeXt(
-            depths=(1, 2, 1, 1), dims=(8, 16, 32, 64), num_classes=CLASSES),
-        lambda: mm_classifier(
+    'vit': (lambda: timm.models.vision_transformer.VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=CLASSES),
+            lambda: mm_classifier(
+                dict(
+                    type='VisionTransformer',
+                    img_size=32,
+                    patch_size=8,
+                    arch=dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=128)),
+                dict(type='VisionTransformerClsHead', num_classes=CLASSES, in_channels=32))),
+    'convnext': (lambda: timm.models.convnext.ConvNeXt(
+        depths=(1, 2, 1, 1), dims=(8, 16, 32, 64), num_classes=CLASSES), lambda: mm_classifier(
             dict(type='ConvNeXt', arch=dict(depths=[1, 2, 1, 1], channels=[8, 16, 32, 64])),
             dict(type='LinearClsHead', num_classes=CLASSES, in_channels=64))),
     'swin': (timm_swin, mm_swin),
@@ -100,8 +107,10 @@ def test_tool_gives_timm_logits(arch, tmp_path):
         state = timm_06_swin_layout(state)
     # timm's train.py saver: epoch, arch, the weights under state_dict, DDP prefix possible.
     torch.save(
-        dict(epoch=299, arch=arch, state_dict={f'module.{k}': v
-                                               for k, v in state.items()}), src)
+        dict(epoch=299, arch=arch, state_dict={
+            f'module.{k}': v
+            for k, v in state.items()
+        }), src)
     timm_to_mmpretrain.main([str(src), str(dst), '--arch', arch])
     ours = make_ours()
     state = unwrap_state_dict(load_checkpoint_file(str(dst), map_location='cpu'))

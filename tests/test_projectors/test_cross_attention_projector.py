@@ -45,8 +45,8 @@ def reference(cap, fmap, queries_map):
 
 def make(**kw):
     torch.manual_seed(0)
-    args = dict(in_dims=CS, out_dims=CT, in_grid=(3, 4), query_grid=(2, 3), num_heads=2,
-                softmax_scale=5.0)
+    args = dict(
+        in_dims=CS, out_dims=CT, in_grid=(3, 4), query_grid=(2, 3), num_heads=2, softmax_scale=5.0)
     args.update(kw)
     cap = MODELS.build(dict(type='CrossAttentionProjector', **args))
     return cap.eval()  # BatchNorm with its running statistics, as the reference uses it

@@ -53,8 +53,7 @@ def reference_attention(raa, tokens):
 
 def test_attention_against_a_reference_and_positions_by_token():
     torch.manual_seed(0)
-    raa = RegionAwareAttention([(4, 4, 4)] * 4, [(4, 4, 4)] * 4, grid=2, embed_dims=16,
-                               num_heads=8)
+    raa = RegionAwareAttention([(4, 4, 4)] * 4, [(4, 4, 4)] * 4, grid=2, embed_dims=16, num_heads=8)
     with torch.no_grad():
         raa.norm.weight.normal_()
         raa.norm.bias.normal_()
@@ -74,8 +73,8 @@ def test_attention_against_a_reference_and_positions_by_token():
 
 def test_aligners_against_a_direct_recomputation():
     torch.manual_seed(0)
-    raa = RegionAwareAttention([(4, 8, 8)] * 2, [(6, 8, 8), (49, 12)], grid=2, embed_dims=8,
-                               num_heads=2).eval()
+    raa = RegionAwareAttention(
+        [(4, 8, 8)] * 2, [(6, 8, 8), (49, 12)], grid=2, embed_dims=8, num_heads=2).eval()
     for m in raa.modules():
         if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
             with torch.no_grad():
@@ -151,8 +150,12 @@ def test_shapes_through_raa_and_aligners_on_real_pairs(student, teacher):
         for r in feats['t_raw']
     ]
     raa = MODELS.build(
-        dict(type='RegionAwareAttention', in_shapes=in_shapes, out_shapes=out_shapes,
-             embed_dims=32, num_heads=4))
+        dict(
+            type='RegionAwareAttention',
+            in_shapes=in_shapes,
+            out_shapes=out_shapes,
+            embed_dims=32,
+            num_heads=4))
     out = raa(feats['s'], [tuple(f.shape[-2:]) for f in feats['t']])
     for o, t_map, raw in zip(out, feats['t'], feats['t_raw']):
         if teacher == 'cnn':

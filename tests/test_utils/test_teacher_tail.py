@@ -88,8 +88,8 @@ def test_swin_tail_reproduces_the_teacher(size, v2):
     torch.manual_seed(0)
     teacher = swin(v2=v2)
     tail = TeacherTail(teacher)
-    assert (tail.kind, tail.input_path, tail.final_path) == (
-        'swin_v2' if v2 else 'swin', 'backbone.stages.2', 'backbone.norm3')
+    assert (tail.kind, tail.input_path, tail.final_path) == ('swin_v2' if v2 else 'swin',
+                                                             'backbone.stages.2', 'backbone.norm3')
     assert (tail.in_dims, tail.out_dims) == (64, 128)
     x = torch.randn(2, 3, *size)
     store = record(teacher, [tail.input_path, tail.final_path], x)
@@ -105,8 +105,7 @@ def test_swin_tail_reproduces_the_teacher(size, v2):
 
 
 @pytest.mark.parametrize('kind,extra', [('VisionTransformer', 1), ('DistilledVisionTransformer', 2),
-                                        ('mmkd_ext.DeiT3', 1), ('DeiT3', 1),
-                                        ('mmkd_ext.CaiT', 0)])
+                                        ('mmkd_ext.DeiT3', 1), ('DeiT3', 1), ('mmkd_ext.CaiT', 0)])
 @pytest.mark.parametrize('tail_blocks', [1, 2])
 def test_vit_tail_reproduces_the_teacher(kind, extra, tail_blocks):
     """The last ``tail_blocks`` blocks + ln1 on the teacher's own tokens (its extra tokens leading)

@@ -68,8 +68,8 @@ class ResMLPBlock(BaseModule):
             nn.Linear(dims, hidden), nn.GELU(), nn.Linear(hidden, dims))
         self.gamma1 = nn.Parameter(layer_scale_init * torch.ones(dims))
         self.gamma2 = nn.Parameter(layer_scale_init * torch.ones(dims))
-        self.drop_path = build_dropout(
-            dict(type='DropPath', drop_prob=drop_path_rate)) if drop_path_rate > 0 else None
+        self.drop_path = build_dropout(dict(
+            type='DropPath', drop_prob=drop_path_rate)) if drop_path_rate > 0 else None
 
     def _drop(self, x):
         return x if self.drop_path is None else self.drop_path(x)

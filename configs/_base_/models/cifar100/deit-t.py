@@ -2,7 +2,7 @@
 # distillation token; 192 dims, 12 blocks, 3 heads). Stage taps: backbone.layers.1, .3, .9, .11
 # (tokens (B, 1 + 196, 192), class token first). Mixup 0.8 / CutMix 1.0 with label smoothing 0.1
 # as OFA's ViT/MLP recipe (configs/cifar/vit_mlp.yaml); pair with ../../datasets/
-# cifar100_bs64_randaug.py and ../../schedules/cifar100_adamw_300e.py.
+# cifar100_bs128_randaug.py and ../../schedules/cifar100_adamw_300e.py.
 default_scope = 'mmpretrain'
 model = dict(
     type='ImageClassifier',
@@ -20,7 +20,8 @@ model = dict(
         dict(type='TruncNormal', layer='Linear', std=.02),
         dict(type='Constant', layer='LayerNorm', val=1., bias=0.),
     ],
-    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]),
+    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8),
+                             dict(type='CutMix', alpha=1.0)]),
     data_preprocessor=dict(
         num_classes=100,
         mean=[129.311, 124.058, 112.430],

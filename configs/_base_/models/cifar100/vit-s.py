@@ -5,7 +5,10 @@ default_scope = 'mmpretrain'
 model = dict(
     type='ImageClassifier',
     backbone=dict(
-        type='VisionTransformer', arch='deit-small', img_size=224, patch_size=16,
+        type='VisionTransformer',
+        arch='deit-small',
+        img_size=224,
+        patch_size=16,
         drop_path_rate=0.0),
     neck=None,
     head=dict(

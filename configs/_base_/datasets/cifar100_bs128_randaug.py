@@ -1,9 +1,9 @@
 # CIFAR-100 as the OFA recipe for ViT and MLP students (OFAKD configs/cifar/vit_mlp.yaml): the CNN
-# recipe's data (cifar100_bs64.py: 224 px, 128 images per GPU, same val/test) plus RandAugment
+# recipe's data (cifar100_bs128.py: 224 px, 128 images per GPU, same val/test) plus RandAugment
 # rand-m9-mstd0.5-inc1 and random erasing 0.25 ('pixel' mode: per-pixel normal noise). timm applies
 # no colour jitter when RandAugment is on. Mixup 0.8 / CutMix 1.0 are batch augments of the student
 # model (train_cfg.augments in configs/_base_/models/cifar100/deit-t.py and resmlp-s12.py).
-_base_ = ['./cifar100_bs64.py']
+_base_ = ['./cifar100_bs128.py']
 
 _mean = [129.311, 124.058, 112.430]
 _std = [68.162, 65.382, 70.431]

@@ -27,8 +27,9 @@ model = dict(
             raa=dict(embed_dims=64, num_heads=4))
     ],
 )
-# Gradient clipping: without it, at the student's SGD lr 0.05 the prompted teacher's features blow up
-# once the prompt gates open (HCL 14 -> 7e4 -> NaN at iteration 11, seed 0); clipped at 5 it trains.
+# Gradient clipping: without it, at the student's SGD lr 0.05 the prompted teacher's features blow
+# up once the prompt gates open (HCL 14 -> 7e4 -> NaN at iteration 11, seed 0); clipped at 5 it
+# trains.
 optim_wrapper = dict(clip_grad=dict(max_norm=5.0))
 # The prompts are skipped at the first step (no feedback yet): DDP must allow unused parameters.
 model_wrapper_cfg = dict(type='MMDistributedDataParallel', find_unused_parameters=True)

@@ -7,12 +7,12 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import functional_call
 
 from mmkd_ext.distillers.taps import resolve_module
 from mmkd_ext.generators.adaptive_feedback_prompt import PromptedPass
 from mmkd_ext.registry import MODELS, build_module
 from mmkd_ext.utils.targets import as_logits
+from mmkd_ext.utils.teacher_tail import frozen_call
 from mmkd_ext.utils.tokens import downsampled_grid, feature_map, grid_of, tokens_to_map
 from .base import DistillLoss, kl_div_with_temperature
 
@@ -343,11 +343,10 @@ class PATLoss(DistillLoss):
             num_extra=self.teacher_extra,
             extra_modules=dict(logits=teacher.get_submodule(self.teacher_taps['logits'])),
             prompt_modules=sites)
-        params = {name: p.detach() for name, p in teacher.named_parameters()}
         self._in_prompted_pass = True
         try:
             with torch.enable_grad(), passes() as store:
-                functional_call(teacher, params, (inputs, None), dict(mode='tensor'))
+                frozen_call(teacher, inputs, None, mode='tensor')
         finally:
             self._in_prompted_pass = False
         return store

@@ -73,7 +73,7 @@ SUPPORTED = ('mmpretrain SwinTransformer, SwinTransformerV2, VisionTransformer, 
              'DistilledVisionTransformer, DeiT3; mmkd_ext DeiT3, CaiT')
 
 
-def _frozen_call(module: nn.Module, *args, **kwargs):
+def frozen_call(module: nn.Module, *args, **kwargs):
     """``module(*args, **kwargs)`` with every parameter of ``module`` detached: gradient flows
     through the module's ops to its inputs, never into its weights."""
     params = {name: p.detach() for name, p in module.named_parameters()}
@@ -221,23 +221,23 @@ class TeacherTail:
         bb = self.backbone
         with torch.enable_grad():
             if self.kind == 'swin':
-                x, hw = _frozen_call(bb.stages[-2].downsample, tokens, grid)
-                x, hw = _frozen_call(bb.stages[-1], x, hw, do_downsample=False)
-                x = _frozen_call(getattr(bb, f'norm{len(bb.stages) - 1}'), x)
+                x, hw = frozen_call(bb.stages[-2].downsample, tokens, grid)
+                x, hw = frozen_call(bb.stages[-1], x, hw, do_downsample=False)
+                x = frozen_call(getattr(bb, f'norm{len(bb.stages) - 1}'), x)
                 return x, tuple(int(v) for v in hw)
             if self.kind == 'swin_v2':
-                x, hw = _frozen_call(bb.stages[-1], tokens, grid)
-                x = _frozen_call(getattr(bb, f'norm{len(bb.stages) - 1}'), x)
+                x, hw = frozen_call(bb.stages[-1], tokens, grid)
+                x = frozen_call(getattr(bb, f'norm{len(bb.stages) - 1}'), x)
                 return x, tuple(int(v) for v in hw)
             x = tokens
             if self.num_extra:
                 x = torch.cat([extra.detach().to(tokens.dtype), tokens], dim=1)
             for layer in bb.layers[len(bb.layers) - self.tail_blocks:]:
-                x = _frozen_call(layer, x)
+                x = frozen_call(layer, x)
             if self.kind == 'cait' or bb.final_norm:
                 # (CaiT: its final norm acts token-wise, so the patch tokens need not wait for
                 # the class-attention blocks, which never change them.)
-                x = _frozen_call(bb.ln1, x)
+                x = frozen_call(bb.ln1, x)
             return x[:, self.num_extra:], grid
 
     def __repr__(self) -> str:

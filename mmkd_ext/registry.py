@@ -7,6 +7,7 @@ distiller a plain ``type='KDLoss'`` or ``type='LinearProjector'`` is enough.
 """
 import copy
 
+from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
@@ -43,6 +44,12 @@ MODELS = ScopedRegistry(
 
 DATASETS = Registry(
     'dataset', parent=MMENGINE_DATASETS, scope='mmkd_ext', locations=['mmkd_ext.datasets'])
+
+DATA_SAMPLERS = Registry(
+    'data sampler',
+    parent=MMENGINE_DATA_SAMPLERS,
+    scope='mmkd_ext',
+    locations=['mmkd_ext.datasets'])
 
 HOOKS = ScopedRegistry(
     'hook', parent=MMENGINE_HOOKS, scope='mmkd_ext', locations=['mmkd_ext.engine'])

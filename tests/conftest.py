@@ -40,6 +40,15 @@ def tiny_cfg(config, work_dir, max_epochs=1, n_train=128, n_val=60, augment=True
     return cfg
 
 
+def mixing_student(config=STUDENT_CFG):
+    """The model dict of a demo student with Mixup and CutMix batch augments (soft labels)."""
+    from mmengine.config import Config
+    model = Config.fromfile(config).model
+    model.train_cfg = dict(
+        augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)])
+    return model
+
+
 @pytest.fixture(scope='session')
 def teacher_ckpt(tmp_path_factory):
     """A teacher checkpoint written by a real 1-epoch Runner training of the demo teacher."""

@@ -7,9 +7,10 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from mmkd_ext.datasets.augment_stream import apply_augment_stream, stream_description
 from mmkd_ext.utils.config import load_config
 
-__all__ = ['build_runner', 'close_distributed', 'load_config', 'is_distiller', 'DictAction']
+__all__ = ['build_runner', 'close_distributed', 'prepare_stream', 'load_config', 'is_distiller', 'DictAction']
 
 
 def close_distributed() -> None:
@@ -29,6 +30,17 @@ def is_distiller(model_cfg) -> bool:
     return str(model_cfg.get('type', '')).split('.')[-1] == 'Distiller'
 
 
+def prepare_stream(cfg) -> bool:
+    """Apply ``augment_stream`` to a config (see :func:`apply_augment_stream`) and give a
+    distiller's ``teacher_cache`` the run's stream to check the cache against. Returns whether the
+    stream is on."""
+    on = apply_augment_stream(cfg)
+    model = cfg.get('model') or {}
+    if on and is_distiller(model) and model.get('teacher_cache'):
+        model.teacher_cache.expect = stream_description(cfg)
+    return on
+
+
 def build_runner(config: Union[str, Config],
                  work_dir: Optional[str] = None,
                  launcher: str = 'none',
@@ -46,6 +58,7 @@ def build_runner(config: Union[str, Config],
     """
     cfg = load_config(config, cfg_options)
     cfg.launcher = launcher
+    prepare_stream(cfg)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:

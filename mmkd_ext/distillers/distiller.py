@@ -34,15 +34,18 @@ from typing import Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
+from mmengine.dist import get_world_size
 from mmengine.logging import MessageHub, print_log
 from mmengine.model import BaseModel
 
+from mmkd_ext.datasets.augment_stream import batch_indices, batch_stream_key
 from mmkd_ext.losses.base import DistillLoss, Progress
 from mmkd_ext.registry import MODELS, build_module
 from mmkd_ext.utils.checkpoint import load_state_dict_with_report
 from mmkd_ext.utils.config import ModelSpec, load_model_config
 from .builder import build_model, freeze
 from .taps import FeatureTaps, feature_shape
+from .teacher_cache import TeacherCache, checkpoint_id, digest
 
 
 def _tap_paths(taps) -> list:
@@ -84,8 +87,17 @@ def _without_pretrained(cfg):
     return cfg
 
 
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _plain(cfg):
+    return cfg.to_dict() if hasattr(cfg, 'to_dict') else copy.deepcopy(cfg)
+
+
+def preprocessor_digest(student_cfg) -> str:
+    """A digest of what makes the student's training batch from the loaded images: its data
+    preprocessor and the batch augments (``train_cfg.augments`` in mmpretrain)."""
+    return digest(
+        dict(
+            data_preprocessor=_plain(student_cfg.get('data_preprocessor')),
+            train_cfg=_plain(student_cfg.get('train_cfg'))))
 
 
 def _weights_digest(model: nn.Module) -> str:
@@ -146,6 +158,15 @@ class Distiller(BaseModel):
             Defaults to True.
         allow_teacher_change (bool): resume or load a checkpoint written with another teacher
             (config or weights) and train on. Defaults to False: an error at the first step.
+        teacher_cache (dict, optional): replay the teacher's logits from a cache built by
+            ``tools/build_teacher_cache.py`` instead of running the teacher:
+            ``dict(path=DIR, verify_every=0, atol=1e-3)``. The teacher is then not built (with
+            ``verify_every=N > 0`` it is, and runs on every N-th step to check the cache within
+            ``atol``). Every method must read only the cached teacher tap (the logit methods);
+            the run needs ``augment_stream`` (the batches the cache was built for), and the cache
+            is refused, naming the field, when its manifest does not match the run
+            (``expect``, the run's stream, is filled in by ``mmkd_ext.apis.build_runner``).
+            Defaults to None.
         data_preprocessor (dict | nn.Module, optional): the student's, when its model dict has
             none (the Runner passes a config's top-level ``data_preprocessor`` here). The
             distiller always runs the student's preprocessor (with its batch augments such as
@@ -166,6 +187,7 @@ class Distiller(BaseModel):
                  input_shape: Optional[Sequence[int]] = None,
                  stop_on_nonfinite: bool = True,
                  allow_teacher_change: bool = False,
+                 teacher_cache: Optional[dict] = None,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None):
         if isinstance(methods, dict) or not isinstance(methods, (list, tuple)):
@@ -186,46 +208,55 @@ class Distiller(BaseModel):
                     logger='current',
                     level=30)
         student = build_model(student_cfg, role='student')
+        pre_digest = preprocessor_digest(student_cfg)
         super().__init__(data_preprocessor=student.data_preprocessor, init_cfg=init_cfg)
         self.student = student
+        self.student_preprocessor_digest = pre_digest
         self.student_loss_weight = student_loss_weight
         self.stop_on_nonfinite = stop_on_nonfinite
         self.allow_teacher_change = allow_teacher_change
         self.input_shape = tuple(input_shape) if input_shape else self._infer_input_shape()
 
-        teacher_cfg = load_model_config(teacher)
-        if teacher_checkpoint is not None:
-            teacher_cfg = _without_pretrained(teacher_cfg)
-        teacher = build_model(teacher_cfg, role='teacher')
-        if hasattr(teacher, 'init_weights'):
-            teacher.init_weights()
-        if teacher_checkpoint is not None:
-            self.teacher_report = load_state_dict_with_report(teacher, teacher_checkpoint,
-                                                              teacher_min_matched, teacher_prefix)
-        else:
-            print_log(
-                'Distiller: no teacher_checkpoint given, the teacher keeps its initial '
-                'weights (fine for tests, wrong for training).',
-                logger='current',
-                level=30)
-        # Not a registered submodule: see the module docstring.
-        object.__setattr__(self, 'teacher', freeze(teacher))
-        self.teacher_fingerprint = dict(
-            config=_digest(
-                teacher_cfg.to_dict() if hasattr(teacher_cfg, 'to_dict') else teacher_cfg),
-            weights=_weights_digest(teacher) if teacher_checkpoint is not None else None)
-        self._loaded_fingerprint = None
-        self._setup_input_conversion()
-
         self.methods = nn.ModuleList([self._build_method(m, i) for i, m in enumerate(methods)])
         names = [m.name for m in self.methods]
         if len(set(names)) != len(names):
             raise ValueError(f'Two methods share a name in {names}: give each a distinct `name`.')
+        teacher_paths = [p for m in self.methods for p in _tap_paths(m.teacher_taps)]
+        self.teacher_needs_grad = any(m.teacher_needs_grad for m in self.methods)
+
+        teacher_cfg = load_model_config(teacher)
+        if teacher_checkpoint is not None:
+            teacher_cfg = _without_pretrained(teacher_cfg)
+        self.teacher_fingerprint = dict(config=digest(_plain(teacher_cfg)), weights=None)
+        self.teacher_cache = None
+        if teacher_cache is not None:
+            self._open_teacher_cache(teacher_cache, teacher_checkpoint)
+        teacher = None
+        if self.teacher_cache is None or self.cache_verify_every:
+            teacher = build_model(teacher_cfg, role='teacher')
+            if hasattr(teacher, 'init_weights'):
+                teacher.init_weights()
+            if teacher_checkpoint is not None:
+                self.teacher_report = load_state_dict_with_report(
+                    teacher, teacher_checkpoint, teacher_min_matched, teacher_prefix)
+                if self.teacher_cache is None:
+                    self.teacher_fingerprint['weights'] = _weights_digest(teacher)
+            else:
+                print_log(
+                    'Distiller: no teacher_checkpoint given, the teacher keeps its initial '
+                    'weights (fine for tests, wrong for training).',
+                    logger='current',
+                    level=30)
+            teacher = freeze(teacher)
+        # Not a registered submodule: see the module docstring. None when a cache replaces it.
+        object.__setattr__(self, 'teacher', teacher)
+        self._loaded_fingerprint = None
+        self._setup_input_conversion()
+
         self.student_taps = FeatureTaps(
             self.student, [p for m in self.methods for p in _tap_paths(m.student_taps)], 'student')
-        self.teacher_taps = FeatureTaps(
-            self.teacher, [p for m in self.methods for p in _tap_paths(m.teacher_taps)], 'teacher')
-        self.teacher_needs_grad = any(m.teacher_needs_grad for m in self.methods)
+        self.teacher_taps = (
+            FeatureTaps(self.teacher, teacher_paths, 'teacher') if teacher is not None else None)
         self._setup_methods()
 
     # ----------------------------------------------------------------------------- construction
@@ -247,6 +278,46 @@ class Distiller(BaseModel):
             raise TypeError(f'{type(method).__name__}.forward must accept `progress=None` (the '
                             f'training progress the distiller passes); see DistillLoss.forward.')
         return method
+
+    def _open_teacher_cache(self, spec, teacher_checkpoint):
+        """Open ``teacher_cache``, check its manifest against this run and the methods' taps."""
+        if not isinstance(spec, dict) or 'path' not in spec or set(spec) - {
+                'path', 'verify_every', 'atol', 'expect'
+        }:
+            raise TypeError(f'teacher_cache must be dict(path=DIR, verify_every=0, atol=1e-3), '
+                            f'got {spec!r}.')
+        if spec.get('expect') is None:
+            raise ValueError(
+                'teacher_cache needs the run\'s augmentation stream: set augment_stream='
+                'dict(seed=...) in the config and build the runner with tools/train.py (or '
+                'mmkd_ext.apis.build_runner), which fills in teacher_cache.expect.')
+        cache = TeacherCache(spec['path'])
+        cache.check(
+            dict(
+                teacher_config=self.teacher_fingerprint['config'],
+                teacher_checkpoint=checkpoint_id(teacher_checkpoint),
+                student_preprocessor=self.student_preprocessor_digest,
+                stream=dict(spec['expect'])))
+        tap = cache.manifest['tap']
+        for m in self.methods:
+            paths = _tap_paths(m.teacher_taps)
+            if m.teacher_needs_grad or any(p != tap for p in paths):
+                raise ValueError(
+                    f'Method {m.name!r} ({type(m).__name__}) reads the teacher at {paths}, but '
+                    f'the teacher cache {cache.path!r} holds only the teacher\'s logits at '
+                    f'{tap!r}: feature methods need the live teacher. Remove `teacher_cache` '
+                    f'from the model, or use the cache with logit methods only (KD, hard KD, '
+                    f'NKD, DKD).')
+        self.teacher_cache = cache
+        self.cache_verify_every = int(spec.get('verify_every') or 0)
+        self.cache_atol = float(spec.get('atol', 1e-3))
+        self.teacher_fingerprint = dict(cache.manifest['teacher_fingerprint'])
+        how = (f'run every {self.cache_verify_every} steps to check it'
+               if self.cache_verify_every else 'not built')
+        print_log(
+            f'Distiller: the teacher\'s {tap!r} outputs are read from the cache {cache.path!r} '
+            f'(epochs {cache.epochs}, {cache.storage}); the teacher is {how}.',
+            logger='current')
 
     def _infer_input_shape(self):
         norm = _normalisation(self.student.data_preprocessor)
@@ -277,7 +348,13 @@ class Distiller(BaseModel):
                 if not all(p in s_store for p in self.student_taps.paths):
                     raise
             self.student_taps.check_unchanged(s_store)
-            t_store = self.teacher_features(dummy)
+            if self.teacher_cache is not None:
+                t_store = {
+                    self.teacher_cache.manifest['tap']:
+                    torch.zeros(2, self.teacher_cache.num_classes)
+                }
+            else:
+                t_store = self.teacher_features(dummy)
         except (RuntimeError, ValueError, TypeError, IndexError) as e:
             if 'modified in place' in str(e) or 'never ran the tapped' in str(e):
                 raise
@@ -336,13 +413,15 @@ class Distiller(BaseModel):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.teacher.eval()  # DropPath/Dropout/BN of the teacher never run in train mode
+        if self.teacher is not None:
+            self.teacher.eval()  # DropPath/Dropout/BN of the teacher never run in train mode
         return self
 
     def _apply(self, fn, *args, **kwargs):
         # .to(device) / .half() reach the teacher although it is not a registered submodule.
         super()._apply(fn, *args, **kwargs)
-        self.teacher._apply(fn, *args, **kwargs)
+        if self.teacher is not None:
+            self.teacher._apply(fn, *args, **kwargs)
         return self
 
     def __deepcopy__(self, memo):
@@ -350,6 +429,7 @@ class Distiller(BaseModel):
         # never copied, so an EMA recipe does not hold a second teacher.
         memo[id(self.teacher)] = self.teacher
         memo[id(self.teacher_taps)] = self.teacher_taps
+        memo[id(self.teacher_cache)] = self.teacher_cache
         new = self.__class__.__new__(self.__class__)
         memo[id(self)] = new
         for key, value in self.__dict__.items():
@@ -398,12 +478,38 @@ class Distiller(BaseModel):
 
     def teacher_features(self, inputs: torch.Tensor, data_samples=None) -> Dict[str, object]:
         """Run the teacher only as far as the taps need. Returns {module path: output}."""
-        if not self.teacher_taps.paths:
+        if self.teacher_taps is None or not self.teacher_taps.paths:
             return {}
         with torch.set_grad_enabled(self.teacher_needs_grad):
             with self.teacher_taps.record(stop_when_complete=True) as store:
                 self.teacher(self.teacher_inputs(inputs), data_samples, mode='tensor')
         return store
+
+    def cached_teacher_features(self, inputs: torch.Tensor, data_samples,
+                                progress: Progress) -> Dict[str, torch.Tensor]:
+        """The teacher's cached outputs for this batch, found by the batch's stream key; on every
+        ``verify_every``-th step the live teacher is run and compared."""
+        cache = self.teacher_cache
+        key = batch_stream_key(data_samples)
+        if key is None:
+            raise RuntimeError(
+                'Distiller: a teacher cache is read by the stream key of each batch, and this '
+                'batch has none. Set augment_stream=dict(seed=...) in the config (the one the '
+                'cache was built with) and train with tools/train.py.')
+        world = get_world_size()
+        if world != cache.manifest['world_size']:
+            raise ValueError(
+                f'The teacher cache {cache.path!r} was built for {cache.manifest["world_size"]} '
+                f'process(es), this run has {world}: the batches differ. Rebuild it with '
+                f'--world-size {world} (or through tools/dist_*.sh with {world} processes).')
+        tap = cache.manifest['tap']
+        logits = cache.read(key.epoch, key.step, key.rank, batch_indices(data_samples),
+                            inputs.device)
+        if self.cache_verify_every and progress.iter % self.cache_verify_every == 0:
+            with torch.no_grad():
+                live = self.teacher_features(inputs, data_samples)[tap]
+            cache.verify(logits, live, self.cache_atol)
+        return {tap: logits}
 
     @staticmethod
     def progress() -> Progress:
@@ -418,11 +524,14 @@ class Distiller(BaseModel):
     def loss(self, inputs: torch.Tensor, data_samples=None) -> Dict[str, torch.Tensor]:
         self._check_teacher_fingerprint()
         progress = self.progress()
-        t_store = self.teacher_features(inputs, data_samples)
+        if self.teacher_cache is not None:
+            t_store = self.cached_teacher_features(inputs, data_samples, progress)
+        else:
+            t_store = self.teacher_features(inputs, data_samples)
+            self.teacher_taps.check_unchanged(t_store)
         with self.student_taps.record() as s_store:
             student_losses = self.student.loss(inputs, data_samples)
         self.student_taps.check_unchanged(s_store)
-        self.teacher_taps.check_unchanged(t_store)
         losses = {}
         for key, value in student_losses.items():
             if 'loss' in key and self.student_loss_weight != 1.0:

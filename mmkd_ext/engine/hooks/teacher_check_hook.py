@@ -141,6 +141,13 @@ class TeacherCheckHook(Hook):
             runner.logger.info(f'TeacherCheckHook: resumed at iteration {runner.iter}; the teacher '
                                f'was checked when the run started (check_on_resume=False).')
             return
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if getattr(model, 'teacher_cache', None) is not None and model.teacher is None:
+            runner.logger.info(
+                'TeacherCheckHook: the teacher\'s logits come from a teacher cache and the '
+                'teacher is not built; check it where the cache was built (`python tools/test.py '
+                'CONFIG --teacher`).')
+            return
         val_loop = runner.val_loop
         if val_loop is None:
             print_log(

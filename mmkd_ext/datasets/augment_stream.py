@@ -24,8 +24,6 @@ import copy
 import hashlib
 import json
 import math
-import random
-from contextlib import contextmanager
 from typing import Iterator, List, NamedTuple, Optional
 
 import numpy as np
@@ -35,6 +33,7 @@ from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from torch.utils.data import Dataset, Sampler
 
 from mmkd_ext.registry import DATA_SAMPLERS, DATASETS
+from mmkd_ext.utils.rng import preserved_rngs, seed_global_rngs  # noqa: F401 (re-exported)
 
 # Salts keep the per-sample and the per-step streams apart for equal numbers.
 _SAMPLE, _STEP = 0x5A, 0x57
@@ -69,29 +68,6 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 def step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
     """The seed of one training step of one rank (batch augments, DropPath, method masks)."""
     return stream_seed(_STEP, seed, epoch, step, rank)
-
-
-def seed_global_rngs(seed: int) -> None:
-    """Seed Python's ``random``, NumPy's global generator and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-@contextmanager
-def seeded_rngs(seed: int):
-    """Run the block with the CPU generators of Python, NumPy and torch seeded, then restore them
-    (the main process's own streams go on as if the block had not drawn)."""
-    state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.random.default_generator.manual_seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(state[0])
-        np.random.set_state(state[1])
-        torch.set_rng_state(state[2])
 
 
 @DATA_SAMPLERS.register_module()
@@ -209,7 +185,7 @@ class AugmentStreamDataset(Dataset):
         if not isinstance(key, (tuple, list)):
             return self.dataset[key]
         key = StreamKey(*[int(k) for k in key])
-        with seeded_rngs(sample_seed(self.seed, key.epoch, key.index)):
+        with preserved_rngs(sample_seed(self.seed, key.epoch, key.index)):
             data = self.dataset[key.index]
         samples = data.get('data_samples') if isinstance(data, dict) else None
         if samples is None or not hasattr(samples, 'set_metainfo'):

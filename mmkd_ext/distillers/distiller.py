@@ -43,6 +43,7 @@ from mmkd_ext.losses.base import DistillLoss, Progress
 from mmkd_ext.registry import MODELS, build_module
 from mmkd_ext.utils.checkpoint import load_state_dict_with_report
 from mmkd_ext.utils.config import ModelSpec, load_model_config
+from mmkd_ext.utils.rng import preserved_rngs
 from .builder import build_model, freeze
 from .taps import FeatureTaps, feature_shape
 from .teacher_cache import TeacherCache, checkpoint_id, digest
@@ -233,9 +234,12 @@ class Distiller(BaseModel):
             self._open_teacher_cache(teacher_cache, teacher_checkpoint)
         teacher = None
         if self.teacher_cache is None or self.cache_verify_every:
-            teacher = build_model(teacher_cfg, role='teacher')
-            if hasattr(teacher, 'init_weights'):
-                teacher.init_weights()
+            # The teacher's random init draws nothing from the global generators: the student's
+            # init (the Runner's, after this) is the same with a teacher, another one or a cache.
+            with preserved_rngs():
+                teacher = build_model(teacher_cfg, role='teacher')
+                if hasattr(teacher, 'init_weights'):
+                    teacher.init_weights()
             if teacher_checkpoint is not None:
                 self.teacher_report = load_state_dict_with_report(
                     teacher, teacher_checkpoint, teacher_min_matched, teacher_prefix)

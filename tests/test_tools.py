@@ -116,3 +116,34 @@ def test_list_taps_prints_paths_and_shapes():
     assert len(lines) == 2
     assert '(32, 1, 1)' in lines[0] and '(256, 1, 1)' in lines[1]
     assert any(line.startswith('head ') and '(10,)' in line for line in out.splitlines())
+
+
+def test_teacher_cache_for_two_processes_through_the_dist_scripts(tmp_path, teacher_ckpt):
+    # Built by two gloo processes and by one process for a world of two: the same shards; then a
+    # two-process training reads its own rank's shards and checks them against its live teacher
+    # at every step (verify_every=1).
+    import numpy as np
+    from conftest import mixing_student
+    cfg = tiny_cfg(KD_CFG, tmp_path / 'work', teacher_checkpoint=teacher_ckpt)
+    cfg.model.student = mixing_student()
+    cfg.augment_stream = dict(seed=0)
+    path = str(tmp_path / 'stream_kd.py')
+    cfg.dump(path)
+    run(['bash', 'tools/dist_build_teacher_cache.sh', path, '2', '--epochs', '1', '--out',
+         str(tmp_path / 'ddp_cache')], env=dict(PORT=str(free_port())))
+    run([sys.executable, 'tools/build_teacher_cache.py', path, '--epochs', '1', '--world-size', '2',
+         '--out', str(tmp_path / 'one_cache')])
+    for rank in (0, 1):
+        for part in ('indices', 'logits'):
+            name = f'e0000_r00{rank}.{part}.npy'
+            a, b = (np.load(tmp_path / d / name) for d in ('ddp_cache', 'one_cache'))
+            assert a.shape[0] == 64 and np.array_equal(a, b)
+    manifest = json.load(open(tmp_path / 'one_cache' / 'manifest.json'))
+    assert manifest['world_size'] == 2 and manifest['epochs'] == [0]
+    out = run([
+        'bash', 'tools/dist_train.sh', path, '2', '--work-dir',
+        str(tmp_path / 'ddp'), '--cfg-options', f'model.teacher_cache.path={tmp_path}/one_cache',
+        'model.teacher_cache.verify_every=1', 'model.teacher_cache.atol=1e-5', 'log_level=INFO'
+    ], env=dict(PORT=str(free_port())))
+    assert osp.isfile(tmp_path / 'ddp' / 'epoch_1.pth'), out[-2000:]
+    assert 'read from the cache' in out and 'run every 1 steps to check it' in out

@@ -11,9 +11,11 @@ step (exact, from saved-tensor hooks; shows that no teacher activation is kept) 
 peak allocated above the level before the step. A CPU peak needs a fresh process (freed memory
 stays resident in a long-lived one): ``tools/analysis/benchmark.py`` measures it that way.
 """
+import copy
+import json
 import statistics
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -351,3 +353,104 @@ def measure(distiller: nn.Module,
             mem['distill']['saved_for_backward_mb'] - mem['student']['saved_for_backward_mb'])
         out['memory'] = mem
     return out
+
+
+def measure_cached(distiller: nn.Module,
+                   batch: int,
+                   image_size: Sequence[int],
+                   device,
+                   iters: int = 10,
+                   warmup: int = 3,
+                   topk: Optional[int] = None,
+                   steps: int = 8) -> dict:
+    """Time the distillation step with the teacher's logits read from a teacher cache, beside the
+    student's own step and the live distillation step (interleaved, as :func:`measure`).
+
+    A cache of ``steps`` batches is written to a temporary directory with the real writer (the
+    teacher's logits of the random batch, full or top-K) and attached to the distiller, whose
+    ``loss`` then reads it by the batches' stream keys exactly as in a cached training run
+    (``Distiller.cached_teacher_features``); each timed step reads the next cached batch.
+
+    Args:
+        distiller (Distiller): a live distiller whose methods read only the teacher's logits.
+        topk (int, optional): store K classes instead of full float32 logits. Defaults to None.
+        steps (int): cached batches to cycle through. Defaults to 8.
+
+    Returns:
+        dict: ``times_ms`` (student, distill, cached), ``cached_over_student``,
+        ``cached_over_distill``, ``build_ms_per_step`` (teacher forward + encoding + write),
+        ``bytes_per_sample`` (what one sample costs on disk per epoch) and ``storage``.
+    """
+    import os.path as osp
+    import tempfile
+
+    from mmkd_ext.datasets.augment_stream import StreamKey
+    from mmkd_ext.distillers.teacher_cache import (FORMAT, MANIFEST, TeacherCache,
+                                                   TeacherCacheWriter, shard_path)
+    device = torch.device(device)
+    if distiller.teacher_taps is None or len(distiller.teacher_taps.paths) != 1:
+        raise ValueError('measure_cached needs a live distiller whose methods read one teacher '
+                         'tap (the logits).')
+    tap = distiller.teacher_taps.paths[0]
+    inputs, samples = make_batch(distiller, batch, image_size, device)
+    bench = StepBench(distiller, inputs, samples)
+    with torch.no_grad():
+        logits = distiller.teacher_features(inputs, samples)[tap]
+    num_classes = int(logits.shape[1])
+    storage = dict(kind='topk', k=int(topk)) if topk else dict(kind='full', dtype='float32')
+    keyed = [[copy.deepcopy(s) for s in samples] for _ in range(steps)]
+    for step, group in enumerate(keyed):
+        for j, s in enumerate(group):
+            s.set_metainfo(dict(stream_key=tuple(StreamKey(0, step, 0, step * batch + j))))
+    with tempfile.TemporaryDirectory() as root:
+        writer = TeacherCacheWriter(root, 0, 0, steps * batch, num_classes, storage, batch)
+        build = []
+        for step in range(steps):
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                out = distiller.teacher_features(inputs, samples)[tap]
+            writer.write(step, range(step * batch, (step + 1) * batch), out)
+            build.append((time.perf_counter() - t0) * 1e3)
+        writer.finish()
+        nbytes = sum(
+            osp.getsize(shard_path(root, 0, 0, p)) - 128  # minus the .npy header
+            for p in ('indices', 'logits', 'logprobs', 'classes')
+            if osp.isfile(shard_path(root, 0, 0, p)))
+        manifest = dict(
+            format=FORMAT,
+            tap=tap,
+            num_classes=num_classes,
+            storage=storage,
+            stream=dict(batch_size=batch),
+            world_size=1,
+            epochs=[0])
+        with open(osp.join(root, MANIFEST), 'w') as f:
+            json.dump(manifest, f)
+        cache, cursor = TeacherCache(root), [0]
+        saved = distiller.teacher_cache, getattr(distiller, 'cache_verify_every', 0)
+
+        def cached() -> None:
+            # The cache is attached for this step only: the live step runs the teacher.
+            group = keyed[cursor[0] % steps]
+            cursor[0] += 1
+            distiller.teacher_cache, distiller.cache_verify_every = cache, 0
+            try:
+                bench.opt_all.zero_grad(set_to_none=True)
+                sum_losses(distiller.loss(inputs, group)).backward()
+                bench.opt_all.step()
+            finally:
+                distiller.teacher_cache, distiller.cache_verify_every = saved
+
+        times = time_interleaved(
+            dict(student=bench.student, distill=bench.distill, cached=cached), device, iters,
+            warmup)
+    t = {name: s['median'] for name, s in times.items()}
+    return dict(
+        batch=batch,
+        image_size=list(image_size),
+        storage=storage,
+        times_ms=times,
+        cached_over_student=t['cached'] / t['student'],
+        cached_over_distill=t['cached'] / t['distill'],
+        build_ms_per_step=statistics.median(build),
+        bytes_per_sample=nbytes / (steps * batch))

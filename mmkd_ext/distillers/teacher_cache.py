@@ -8,7 +8,7 @@ same teacher with the same data: the teacher is then neither built nor run.
 Layout of a cache directory::
 
     manifest.json                      what the outputs depend on (checked against the run)
-    e0000_r000.indices.npy             (rows,) int64: the dataset index of every row (a check)
+    e0000_r000.indices.npy             (rows,) int32: the dataset index of every row (a check)
     e0000_r000.logits.npy              full: (rows, C) float32 / float16 logits
     e0000_r000.logprobs.npy            top-K: (rows, K) float16 log-probabilities of the K classes
     e0000_r000.classes.npy             top-K: (rows, K) int16 / int32 class indices
@@ -245,7 +245,7 @@ class TeacherCacheWriter:
             shapes = dict(
                 logprobs=((rows, k), np.float16),
                 classes=((rows, k), np.int16 if num_classes <= 2**15 else np.int32))
-        shapes['indices'] = ((rows, ), np.int64)
+        shapes['indices'] = ((rows, ), np.int32)
         self.progress_file = shard_path(root, epoch, rank, 'progress')[:-4] + '.json'
         done = 0
         if osp.isfile(self.progress_file):
@@ -275,7 +275,7 @@ class TeacherCacheWriter:
             raise RuntimeError(f'TeacherCacheWriter: step {step} written after step '
                                f'{self.steps_done - 1}; steps go in order.')
         rows = slice(step * self.batch_size, step * self.batch_size + len(indices))
-        self.arrays['indices'][rows] = np.asarray(indices, dtype=np.int64)
+        self.arrays['indices'][rows] = np.asarray(indices, dtype=np.int32)
         logits = logits.detach().float()
         if self.kind == 'full':
             self.arrays['logits'][rows] = logits.cpu().numpy()

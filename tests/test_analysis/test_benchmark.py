@@ -161,3 +161,30 @@ def test_benchmark_tool_on_a_tiny_config(tmp_path):
     md_path.unlink()
     _tool_module('benchmark').main(cmd[2:] + ['--render-only'])
     assert md_path.read_text() == md
+
+
+def test_cached_step_is_timed_on_a_real_cache_and_rendered(tmp_path):
+    from mmengine.registry import MODELS
+
+    from mmkd_ext.analysis.step_cost import measure_cached
+    from mmkd_ext.utils.config import load_config
+    model = load_config(KD_CFG, activate=True).model
+    model.teacher_checkpoint = None
+    d = MODELS.build(model).train()
+    full, top3 = (measure_cached(d, 4, (8, 8), 'cpu', iters=2, warmup=1, topk=k) for k in (None, 3))
+    assert d.teacher_cache is None, 'the live distiller is given back'
+    # 10 float32 logits + an int32 index; 3 float16 log-probabilities + 3 int16 classes + index.
+    assert full['bytes_per_sample'] == 10 * 4 + 4 and top3['bytes_per_sample'] == 3 * 4 + 4
+    for r in (full, top3):
+        assert set(r['times_ms']) == {'student', 'distill', 'cached'}
+        t = {k: v['median'] for k, v in r['times_ms'].items()}
+        assert r['cached_over_student'] == t['cached'] / t['student']
+        assert r['times_ms']['cached']['n'] == 2
+    report = _tool_module('benchmark_report')
+    res = _result(100.0, 90.0, 195.0, 1.0, 0, (1, 0, 1), (1, 1, 1), [])
+    res['cached'] = [full]
+    md = report.markdown([('kd', res)], 'cmd')
+    row = _rows(md, '| config | storage |')[0]
+    assert row[:2] == ['kd', 'full float32']
+    assert row[5] == f"{full['cached_over_student']:.3f}"
+    assert row[8:10] == ['44', f'{44 * 1_281_167 / 1e9:.2f}']

@@ -52,6 +52,9 @@ def test_mixup_batch_is_the_same_for_teacher_and_student_and_labels_are_soft():
         data_samples=[DataSample().set_gt_label(i) for i in range(4)])
     _MapMSE.seen.clear()
     d.train()
+    # Mixup's permutation of 4 samples is the identity for 1 seed in 24: fix the draw.
+    from mmkd_ext.utils.rng import seed_global_rngs
+    seed_global_rngs(0)
     log = d.train_step(data, OptimWrapper(torch.optim.SGD(d.parameters(), lr=0.0)))
     s_feat, t_feat, samples = _MapMSE.seen[-1]
     assert torch.allclose(s_feat, t_feat, atol=1e-5), 'teacher and student saw different batches'

@@ -2,7 +2,7 @@
 
     python tools/analysis/benchmark.py CONFIG [CONFIG ...] [--batch 8] [--size 224] [--iters 10]
         [--sweep-batch 2 4 8] [--sweep-size 112 160 224] [--device cpu|cuda] [--out-dir DIR]
-        [--markdown docs/benchmark.md]
+        [--markdown docs/benchmark.md] [--cached] [--cached-topk 10]
 
 The teacher keeps its initial weights unless --keep-checkpoint is given (speed does not depend on
 the weights, and tests and fresh machines have none). For each config it prints a table, writes
@@ -24,7 +24,7 @@ import torch
 from mmengine.config import DictAction
 
 import mmkd_ext  # noqa: F401  (registries)
-from mmkd_ext.analysis.step_cost import make_batch, measure, method_costs
+from mmkd_ext.analysis.step_cost import make_batch, measure, measure_cached, method_costs
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # the helpers beside this script
 from benchmark_report import markdown, plot_sweeps, print_table  # noqa: E402
@@ -51,6 +51,16 @@ def parse_args(argv=None):
         '--render-only',
         action='store_true',
         help='do not measure: rewrite --markdown from the JSON files in --out-dir')
+    p.add_argument(
+        '--cached',
+        action='store_true',
+        help='also time the distillation step with the teacher replayed from a full-logit cache')
+    p.add_argument(
+        '--cached-topk',
+        type=int,
+        nargs='*',
+        default=[],
+        help='... and from top-K caches for each K given (implies --cached)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
     return p.parse_args(argv)
 
@@ -167,6 +177,11 @@ def main(argv=None):
                           args.warmup, args.sweep_batch if sweep else (),
                           args.sweep_size if sweep else ())
         r['config'] = config
+        if args.cached or args.cached_topk:
+            r['cached'] = [
+                measure_cached(distiller, args.batch, (args.size, args.size), args.device,
+                               args.iters, args.warmup, k) for k in [None] + args.cached_topk
+            ]
         if torch.device(args.device).type == 'cpu':
             peaks = fresh_process_cpu_peaks(config, args.size, args.batch, args.keep_checkpoint,
                                             args.cfg_options)

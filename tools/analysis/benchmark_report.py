@@ -28,6 +28,11 @@ def print_table(name: str, r: dict) -> None:
               f"params {mem['method_params_mb']:.2f} MB")
         print(f"  peak memory above start: student {mem['student']['peak_mb']:.1f} MB, teacher "
               f"{mem['teacher']['peak_mb']:.1f} MB, distill {mem['distill']['peak_mb']:.1f} MB")
+    for c in r.get('cached', []):
+        print(f"  cached ({storage_label(c['storage'])}): "
+              f"{c['times_ms']['cached']['median']:.1f} ms, {c['cached_over_student']:.3f} x the "
+              f"student step, {c['cached_over_distill']:.3f} x the live step; "
+              f"{c['bytes_per_sample']:.0f} bytes/sample, build {c['build_ms_per_step']:.1f} ms/step")
     for key in ('sweep_batch', 'sweep_size'):
         for row in r[key]:
             print(f"  {key}: batch {row['batch']} size {row['image_size']}: student "
@@ -126,7 +131,44 @@ def markdown(results: List[Tuple[str, dict]], command: str) -> str:
                 out.append(f"| {name} | {row['batch']} | {row['image_size']} | "
                            f"{row['student_ms']:.0f} | {row['floor_ms']:.0f} | "
                            f"{row['distill_ms']:.0f} | {row['overhead_ratio']:.3f} |")
+    out += cached_markdown(results)
     return '\n'.join(out) + '\n'
+
+
+IMAGENET_TRAIN = 1_281_167  # images in ImageNet-1k's train split
+
+
+def storage_label(storage: dict) -> str:
+    return (f"top-{storage['k']}" if storage['kind'] == 'topk' else f"full {storage['dtype']}")
+
+
+def cached_markdown(results: List[Tuple[str, dict]]) -> List[str]:
+    """The teacher-cache section: cached step against the student's and the live step, the cache's
+    build cost and size, and the ImageNet disk cost (bytes per sample x 1,281,167 x epochs)."""
+    rows = [(n, r, c) for n, r in results for c in r.get('cached', [])]
+    if not rows:
+        return []
+    out = [
+        '', '## Replaying the teacher from a cache', '',
+        'The same distiller with its teacher\'s logits read from a teacher cache '
+        '(`Distiller(teacher_cache=...)`, written by the real writer, read by the batches\' '
+        'stream keys), timed interleaved with the student\'s own step and the live distillation '
+        'step. *build ms/step* is the teacher forward plus encoding and writing one batch. '
+        '*bytes/sample* is the disk cost of one sample in one epoch (logits or top-K '
+        'log-probabilities and classes, plus its dataset index); the ImageNet columns multiply '
+        f'it by {IMAGENET_TRAIN:,} images per epoch.', '',
+        '| config | storage | student step ms | live distill ms | cached distill ms | '
+        'cached / student | cached / live | build ms/step | bytes/sample | ImageNet GB/epoch | '
+        'ImageNet GB, 300 epochs |', '|---|---|---|---|---|---|---|---|---|---|---|'
+    ]
+    for name, r, c in rows:
+        t = {k: v['median'] for k, v in c['times_ms'].items()}
+        per_epoch = c['bytes_per_sample'] * IMAGENET_TRAIN / 1e9
+        out.append(f"| {name} | {storage_label(c['storage'])} | {t['student']:.0f} | "
+                   f"{t['distill']:.0f} | {t['cached']:.0f} | {c['cached_over_student']:.3f} | "
+                   f"{c['cached_over_distill']:.3f} | {c['build_ms_per_step']:.0f} | "
+                   f"{c['bytes_per_sample']:.0f} | {per_epoch:.2f} | {per_epoch * 300:.1f} |")
+    return out
 
 
 def plot_sweeps(result: dict, path: str, title: str = '') -> None:

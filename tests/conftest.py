@@ -44,8 +44,7 @@ def mixing_student(config=STUDENT_CFG):
     """The model dict of a demo student with Mixup and CutMix batch augments (soft labels)."""
     from mmengine.config import Config
     model = Config.fromfile(config).model
-    model.train_cfg = dict(
-        augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)])
+    model.train_cfg = dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)])
     return model
 
 

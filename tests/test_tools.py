@@ -129,10 +129,16 @@ def test_teacher_cache_for_two_processes_through_the_dist_scripts(tmp_path, teac
     cfg.augment_stream = dict(seed=0)
     path = str(tmp_path / 'stream_kd.py')
     cfg.dump(path)
-    run(['bash', 'tools/dist_build_teacher_cache.sh', path, '2', '--epochs', '1', '--out',
-         str(tmp_path / 'ddp_cache')], env=dict(PORT=str(free_port())))
-    run([sys.executable, 'tools/build_teacher_cache.py', path, '--epochs', '1', '--world-size', '2',
-         '--out', str(tmp_path / 'one_cache')])
+    run([
+        'bash', 'tools/dist_build_teacher_cache.sh', path, '2', '--epochs', '1', '--out',
+        str(tmp_path / 'ddp_cache')
+    ],
+        env=dict(PORT=str(free_port())))
+    run([
+        sys.executable, 'tools/build_teacher_cache.py', path, '--epochs', '1', '--world-size', '2',
+        '--out',
+        str(tmp_path / 'one_cache')
+    ])
     for rank in (0, 1):
         for part in ('indices', 'logits'):
             name = f'e0000_r00{rank}.{part}.npy'
@@ -144,6 +150,7 @@ def test_teacher_cache_for_two_processes_through_the_dist_scripts(tmp_path, teac
         'bash', 'tools/dist_train.sh', path, '2', '--work-dir',
         str(tmp_path / 'ddp'), '--cfg-options', f'model.teacher_cache.path={tmp_path}/one_cache',
         'model.teacher_cache.verify_every=1', 'model.teacher_cache.atol=1e-5', 'log_level=INFO'
-    ], env=dict(PORT=str(free_port())))
+    ],
+              env=dict(PORT=str(free_port())))
     assert osp.isfile(tmp_path / 'ddp' / 'epoch_1.pth'), out[-2000:]
     assert 'read from the cache' in out and 'run every 1 steps to check it' in out

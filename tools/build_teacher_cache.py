@@ -24,11 +24,16 @@ def parse_args():
     p.add_argument('config')
     p.add_argument('--epochs', type=int, required=True, help='build epochs 0 .. E-1')
     p.add_argument('--topk', type=int, help='store the K most likely classes (default: all)')
-    p.add_argument('--dtype', choices=['float32', 'float16'], default='float32',
-                   help='precision of full logits')
+    p.add_argument(
+        '--dtype',
+        choices=['float32', 'float16'],
+        default='float32',
+        help='precision of full logits')
     p.add_argument('--out', help='cache directory (default: work_dirs/<config>_teacher_cache)')
-    p.add_argument('--world-size', type=int,
-                   help='number of training processes the cache is for (one-process build)')
+    p.add_argument(
+        '--world-size',
+        type=int,
+        help='number of training processes the cache is for (one-process build)')
     p.add_argument('--device', help='where the teacher runs (default: cuda if available)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
     p.add_argument('--launcher', choices=['none', 'pytorch'], default='none')

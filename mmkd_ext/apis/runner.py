@@ -10,7 +10,10 @@ from mmengine.runner import Runner
 from mmkd_ext.datasets.augment_stream import apply_augment_stream, stream_description
 from mmkd_ext.utils.config import load_config
 
-__all__ = ['build_runner', 'close_distributed', 'prepare_stream', 'load_config', 'is_distiller', 'DictAction']
+__all__ = [
+    'build_runner', 'close_distributed', 'prepare_stream', 'load_config', 'is_distiller',
+    'DictAction'
+]
 
 
 def close_distributed() -> None:

@@ -15,7 +15,7 @@ from mmengine.registry import MODELS
 from mmengine.runner import Runner
 
 from mmkd_ext.datasets.augment_stream import (batch_indices, batch_stream_key, seed_global_rngs,
-                                              stream_description, step_seed)
+                                              step_seed, stream_description)
 from mmkd_ext.distillers.teacher_cache import (CHECKED, FORMAT, MANIFEST, TeacherCacheWriter,
                                                checkpoint_id, shard_path, steps_per_epoch,
                                                topk_error)
@@ -91,8 +91,8 @@ def build_teacher_cache(config,
                          f'of this config read {paths}.')
     tap = paths[0]
     with torch.no_grad():
-        probe = distiller.teacher_features(
-            torch.zeros(1, *distiller.input_shape, device=device))[tap]
+        probe = distiller.teacher_features(torch.zeros(1, *distiller.input_shape,
+                                                       device=device))[tap]
     if not torch.is_tensor(probe) or probe.dim() != 2:
         raise ValueError(f'The teacher tap {tap!r} gives {type(probe).__name__} '
                          f'{tuple(getattr(probe, "shape", ()))}; a cache stores (B, C) logits.')
@@ -122,8 +122,7 @@ def build_teacher_cache(config,
         with open(manifest_path) as f:
             old = json.load(f)
         differ = [
-            k for k in CHECKED + ('format', 'num_classes', 'storage')
-            if old.get(k) != manifest[k]
+            k for k in CHECKED + ('format', 'num_classes', 'storage') if old.get(k) != manifest[k]
         ]
         if differ:
             raise ValueError(f'{out} holds a teacher cache for another run or storage (it differs '
@@ -178,7 +177,9 @@ def build_teacher_cache(config,
             manifest['epochs'] = sorted(manifest['epochs'] + [epoch])
             manifest['epoch_stats'][str(epoch)] = stats
             _write_json(manifest_path, manifest)
-            print_log(f'teacher cache: epoch {epoch} in {stats["seconds"]:.1f} s, '
-                      f'{nbytes / 2**20:.2f} MiB for {world_size} rank(s)', logger='current')
+            print_log(
+                f'teacher cache: epoch {epoch} in {stats["seconds"]:.1f} s, '
+                f'{nbytes / 2**20:.2f} MiB for {world_size} rank(s)',
+                logger='current')
     barrier()
     return manifest

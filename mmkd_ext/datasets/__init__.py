@@ -3,6 +3,6 @@ from .augment_stream import (AugmentStreamDataset, AugmentStreamSampler, StreamK
 from .digits import DigitsDataset
 
 __all__ = [
-    'AugmentStreamDataset', 'AugmentStreamSampler', 'DigitsDataset',
-    'StreamKey', 'apply_augment_stream', 'stream_description'
+    'AugmentStreamDataset', 'AugmentStreamSampler', 'DigitsDataset', 'StreamKey',
+    'apply_augment_stream', 'stream_description'
 ]

@@ -12,17 +12,14 @@ applied by :func:`apply_augment_stream`, which :func:`mmkd_ext.apis.build_runner
   generators from (seed, epoch, index) around the pipeline of that one sample (RandomResizedCrop,
   flip, RandAugment, RandomErasing, ... draw from them; mmpretrain's transforms are not edited),
   restores them afterwards, and writes the key into the sample's metainfo (``stream_key``).
-* :class:`mmkd_ext.engine.AugmentStreamHook` seeds the global generators from (seed, epoch, step, rank) of the
-  batch right before each training step, so the batch augments (Mixup / CutMix in the data
-  preprocessor), DropPath, Dropout and the methods' random masks draw the same numbers for the same
-  step, in an uninterrupted run, a resumed run and :mod:`mmkd_ext.apis.teacher_cache`.
+* :class:`mmkd_ext.engine.AugmentStreamHook` seeds the global generators from (seed, epoch, step,
+  rank) of the batch right before each training step, so the batch augments (Mixup / CutMix in
+  the data preprocessor), DropPath, Dropout and the methods' random masks draw the same numbers
+  for the same step, in an uninterrupted run, a resumed run and :mod:`mmkd_ext.apis.teacher_cache`.
 
 A resumed run therefore continues bit for bit (MMEngine saves no RNG state), and a teacher's outputs
 can be computed ahead of training for exactly the batches training will see.
 """
-import copy
-import hashlib
-import json
 import math
 from typing import Iterator, List, NamedTuple, Optional
 
@@ -33,6 +30,7 @@ from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from torch.utils.data import Dataset, Sampler
 
 from mmkd_ext.registry import DATA_SAMPLERS, DATASETS
+from mmkd_ext.utils.config import config_digest
 from mmkd_ext.utils.rng import preserved_rngs, seed_global_rngs  # noqa: F401 (re-exported)
 
 # Salts keep the per-sample and the per-step streams apart for equal numbers.
@@ -218,14 +216,6 @@ def batch_indices(data_samples) -> List[int]:
     return [int(s.metainfo['stream_key'][3]) for s in data_samples]
 
 
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _plain(cfg):
-    return cfg.to_dict() if hasattr(cfg, 'to_dict') else copy.deepcopy(cfg)
-
-
 def stream_description(cfg) -> dict:
     """What the training batches depend on, from a config with ``augment_stream`` applied: the
     stream seed, the batch size per process, the sampler's ordering, and a digest of the dataset
@@ -238,7 +228,7 @@ def stream_description(cfg) -> dict:
         shuffle=bool(sampler.get('shuffle', True)),
         round_up=bool(sampler.get('round_up', True)),
         drop_last=bool(loader.get('drop_last', False)),
-        dataset=_digest(_plain(loader.dataset.dataset)))
+        dataset=config_digest(loader.dataset.dataset))
 
 
 def apply_augment_stream(cfg) -> bool:

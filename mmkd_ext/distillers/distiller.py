@@ -42,11 +42,11 @@ from mmkd_ext.datasets.augment_stream import batch_indices, batch_stream_key
 from mmkd_ext.losses.base import DistillLoss, Progress
 from mmkd_ext.registry import MODELS, build_module
 from mmkd_ext.utils.checkpoint import load_state_dict_with_report
-from mmkd_ext.utils.config import ModelSpec, load_model_config
+from mmkd_ext.utils.config import ModelSpec, config_digest, load_model_config
 from mmkd_ext.utils.rng import preserved_rngs
 from .builder import build_model, freeze
 from .taps import FeatureTaps, feature_shape
-from .teacher_cache import TeacherCache, checkpoint_id, digest
+from .teacher_cache import TeacherCache, checkpoint_id
 
 
 def _tap_paths(taps) -> list:
@@ -88,17 +88,13 @@ def _without_pretrained(cfg):
     return cfg
 
 
-def _plain(cfg):
-    return cfg.to_dict() if hasattr(cfg, 'to_dict') else copy.deepcopy(cfg)
-
-
 def preprocessor_digest(student_cfg) -> str:
     """A digest of what makes the student's training batch from the loaded images: its data
     preprocessor and the batch augments (``train_cfg.augments`` in mmpretrain)."""
-    return digest(
+    return config_digest(
         dict(
-            data_preprocessor=_plain(student_cfg.get('data_preprocessor')),
-            train_cfg=_plain(student_cfg.get('train_cfg'))))
+            data_preprocessor=student_cfg.get('data_preprocessor'),
+            train_cfg=student_cfg.get('train_cfg')))
 
 
 def _weights_digest(model: nn.Module) -> str:
@@ -228,7 +224,7 @@ class Distiller(BaseModel):
         teacher_cfg = load_model_config(teacher)
         if teacher_checkpoint is not None:
             teacher_cfg = _without_pretrained(teacher_cfg)
-        self.teacher_fingerprint = dict(config=digest(_plain(teacher_cfg)), weights=None)
+        self.teacher_fingerprint = dict(config=config_digest(teacher_cfg), weights=None)
         self.teacher_cache = None
         if teacher_cache is not None:
             self._open_teacher_cache(teacher_cache, teacher_checkpoint)
@@ -241,8 +237,9 @@ class Distiller(BaseModel):
                 if hasattr(teacher, 'init_weights'):
                     teacher.init_weights()
             if teacher_checkpoint is not None:
-                self.teacher_report = load_state_dict_with_report(
-                    teacher, teacher_checkpoint, teacher_min_matched, teacher_prefix)
+                self.teacher_report = load_state_dict_with_report(teacher, teacher_checkpoint,
+                                                                  teacher_min_matched,
+                                                                  teacher_prefix)
                 if self.teacher_cache is None:
                     self.teacher_fingerprint['weights'] = _weights_digest(teacher)
             else:
@@ -354,8 +351,8 @@ class Distiller(BaseModel):
             self.student_taps.check_unchanged(s_store)
             if self.teacher_cache is not None:
                 t_store = {
-                    self.teacher_cache.manifest['tap']:
-                    torch.zeros(2, self.teacher_cache.num_classes)
+                    self.teacher_cache.manifest['tap']: torch.zeros(2,
+                                                                    self.teacher_cache.num_classes)
                 }
             else:
                 t_store = self.teacher_features(dummy)

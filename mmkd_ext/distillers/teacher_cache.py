@@ -39,11 +39,6 @@ CHECKED = ('teacher_config', 'teacher_checkpoint', 'student_preprocessor', 'tap'
            'world_size')
 
 
-def digest(obj) -> str:
-    """A short, stable digest of a JSON-like object (configs)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def checkpoint_id(spec: Optional[str]) -> Optional[str]:
     """What identifies a teacher checkpoint: the sha256 of a local file's bytes, or the URL (the
     published OpenMMLab URLs end in a hash of the file)."""
@@ -160,16 +155,21 @@ class TeacherCache:
                     f'The teacher cache {self.path!r} holds epochs {self.epochs}, not epoch '
                     f'{epoch}: build more with `tools/build_teacher_cache.py CONFIG --epochs '
                     f'{epoch + 1} --out {self.path}` (it resumes).')
-            parts = ('indices', 'logits') if self.storage['kind'] == 'full' else ('indices',
-                                                                                  'logprobs',
-                                                                                  'classes')
+            parts = ('indices',
+                     'logits') if self.storage['kind'] == 'full' else ('indices', 'logprobs',
+                                                                       'classes')
             self._shards[key] = {
-                p: np.load(shard_path(self.path, epoch, rank, p), mmap_mode='r', allow_pickle=False)
+                p:
+                np.load(shard_path(self.path, epoch, rank, p), mmap_mode='r', allow_pickle=False)
                 for p in parts
             }
         return self._shards[key]
 
-    def read(self, epoch: int, step: int, rank: int, indices: Sequence[int],
+    def read(self,
+             epoch: int,
+             step: int,
+             rank: int,
+             indices: Sequence[int],
              device=None) -> torch.Tensor:
         """The teacher's (B, C) logits (top-K: log-probabilities) of batch ``step`` of ``rank`` in
         ``epoch``; ``indices`` are the batch's dataset indices, checked against the cache's."""

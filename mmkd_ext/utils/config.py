@@ -1,7 +1,9 @@
 """Config resolution: ``package::path`` configs of installed OpenMMLab packages, model dicts, and
 whole configs made ready to build models outside a Runner."""
 import difflib
+import hashlib
 import importlib.util
+import json
 import os
 import os.path as osp
 from typing import Optional, Union
@@ -9,6 +11,13 @@ from typing import Optional, Union
 from mmengine.config import Config, ConfigDict
 
 ModelSpec = Union[dict, str]
+
+
+def config_digest(cfg) -> str:
+    """A short, stable digest of a config (a ConfigDict, dict or any JSON-like value): what a
+    fingerprint or a cache manifest records of it."""
+    plain = cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def package_config_path(spec: str) -> str:

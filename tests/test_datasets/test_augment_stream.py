@@ -58,8 +58,8 @@ class PhotoPatches(BaseDataset):
         for i in range(48):
             photo = photos[i % 2]
             y, x = 17 * (i // 2) % (photo.shape[0] - 24), 29 * i % (photo.shape[1] - 24)
-            out.append(dict(img=np.ascontiguousarray(photo[y:y + 24, x:x + 24, ::-1]),
-                            gt_label=i % 4))
+            out.append(
+                dict(img=np.ascontiguousarray(photo[y:y + 24, x:x + 24, ::-1]), gt_label=i % 4))
         return out
 
 
@@ -118,8 +118,8 @@ def test_each_sample_is_a_function_of_seed_epoch_and_index():
     assert a['data_samples'].stream_key == (2, 0, 0, 7)
     # Over a few indices, another epoch draws other crops / flips / erasings.
     other = [
-        not torch.equal(wrapped[StreamKey(2, 0, 0, i)]['inputs'],
-                        wrapped[StreamKey(3, 0, 0, i)]['inputs']) for i in range(8)
+        not torch.equal(wrapped[StreamKey(2, 0, 0, i)]['inputs'], wrapped[StreamKey(
+            3, 0, 0, i)]['inputs']) for i in range(8)
     ]
     assert any(other) or not torch.equal(a['inputs'], c['inputs'])
     other_seed = AugmentStreamDataset(photos(), seed=4)[StreamKey(2, 0, 0, 7)]
@@ -141,8 +141,7 @@ def _loader_cfg(num_workers):
 
 def _epoch(loader, epoch):
     loader.sampler.set_epoch(epoch)
-    return [(torch.stack(b['inputs']), [s.stream_key for s in b['data_samples']])
-            for b in loader]
+    return [(torch.stack(b['inputs']), [s.stream_key for s in b['data_samples']]) for b in loader]
 
 
 def test_epochs_are_identical_whatever_the_number_of_workers():
@@ -200,8 +199,10 @@ class StepLosses(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         key = data_batch['data_samples'][0].metainfo.get('stream_key')
-        self.rows.append((runner.epoch, batch_idx, key and tuple(key[:3]),
-                          {k: float(v.detach()) for k, v in outputs.items()}))
+        self.rows.append((runner.epoch, batch_idx, key and tuple(key[:3]), {
+            k: float(v.detach())
+            for k, v in outputs.items()
+        }))
 
 
 class Kill(Exception):

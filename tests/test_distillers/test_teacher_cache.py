@@ -6,15 +6,13 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from conftest import KD_CFG, STUDENT_CFG, mixing_student, tiny_cfg
+from conftest import KD_CFG, mixing_student, tiny_cfg
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 from mmkd_ext.apis.runner import prepare_stream
 from mmkd_ext.apis.teacher_cache import build_teacher_cache
-from mmkd_ext.distillers.teacher_cache import (TeacherCache, decode_topk, encode_topk,
-                                               topk_error)
+from mmkd_ext.distillers.teacher_cache import TeacherCache, decode_topk, encode_topk, topk_error
 
 PIPELINE = [
     dict(type='RandomResizedCrop', scale=8, crop_ratio_range=(0.5, 1.0)),
@@ -44,8 +42,10 @@ class StepLosses(Hook):
         self.rows = []
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        self.rows.append((runner.epoch, batch_idx,
-                          {k: float(v.detach()) for k, v in outputs.items()}))
+        self.rows.append((runner.epoch, batch_idx, {
+            k: float(v.detach())
+            for k, v in outputs.items()
+        }))
 
 
 def train(cfg, resume=False):
@@ -99,8 +99,7 @@ def test_cached_run_equals_the_live_teacher_run(tmp_path, teacher_ckpt, full_cac
     assert live[0][2]['loss_kd'] != live[4][2]['loss_kd']
 
 
-def test_resumed_cached_run_reads_the_steps_it_has_not_trained(tmp_path, teacher_ckpt,
-                                                              full_cache):
+def test_resumed_cached_run_reads_the_steps_it_has_not_trained(tmp_path, teacher_ckpt, full_cache):
     work = tmp_path / 'run'
     first, _ = train(kd_cfg(work, teacher_ckpt, 1, cache=dict(path=full_cache)))
     rest, _ = train(kd_cfg(work, teacher_ckpt, 2, cache=dict(path=full_cache)), resume=True)
@@ -179,7 +178,7 @@ def test_feature_methods_refuse_a_cache(tmp_path, teacher_ckpt, full_cache):
 
 
 def test_verify_every_catches_a_wrong_cache_and_epochs_beyond_it(tmp_path, teacher_ckpt,
-                                                                full_cache):
+                                                                 full_cache):
     import shutil
     bad = str(tmp_path / 'bad')
     shutil.copytree(full_cache, bad)

@@ -1,5 +1,6 @@
 """Render benchmark results (the JSON that tools/analysis/benchmark.py writes per config): a
 console table, the markdown of docs/benchmark.md, and the scaling plot."""
+import math
 from typing import List, Tuple
 
 
@@ -29,10 +30,11 @@ def print_table(name: str, r: dict) -> None:
         print(f"  peak memory above start: student {mem['student']['peak_mb']:.1f} MB, teacher "
               f"{mem['teacher']['peak_mb']:.1f} MB, distill {mem['distill']['peak_mb']:.1f} MB")
     for c in r.get('cached', []):
-        print(f"  cached ({storage_label(c['storage'])}): "
-              f"{c['times_ms']['cached']['median']:.1f} ms, {c['cached_over_student']:.3f} x the "
-              f"student step, {c['cached_over_distill']:.3f} x the live step; "
-              f"{c['bytes_per_sample']:.0f} bytes/sample, build {c['build_ms_per_step']:.1f} ms/step")
+        print(
+            f"  cached ({storage_label(c['storage'])}): "
+            f"{c['times_ms']['cached']['median']:.1f} ms, {c['cached_over_student']:.3f} x the "
+            f"student step, {c['cached_over_distill']:.3f} x the live step; "
+            f"{c['bytes_per_sample']:.0f} bytes/sample, build {c['build_ms_per_step']:.1f} ms/step")
     for key in ('sweep_batch', 'sweep_size'):
         for row in r[key]:
             print(f"  {key}: batch {row['batch']} size {row['image_size']}: student "
@@ -159,15 +161,18 @@ def cached_markdown(results: List[Tuple[str, dict]]) -> List[str]:
         f'it by {IMAGENET_TRAIN:,} images per epoch.', '',
         '| config | storage | student step ms | live distill ms | cached distill ms | '
         'cached / student | cached / live | build ms/step | bytes/sample | ImageNet GB/epoch | '
-        'ImageNet GB, 300 epochs |', '|---|---|---|---|---|---|---|---|---|---|---|'
+        'ImageNet GB, 300 epochs | ImageNet build h/epoch |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|'
     ]
     for name, r, c in rows:
         t = {k: v['median'] for k, v in c['times_ms'].items()}
         per_epoch = c['bytes_per_sample'] * IMAGENET_TRAIN / 1e9
+        hours = c['build_ms_per_step'] * math.ceil(IMAGENET_TRAIN / c['batch']) / 3.6e6
         out.append(f"| {name} | {storage_label(c['storage'])} | {t['student']:.0f} | "
                    f"{t['distill']:.0f} | {t['cached']:.0f} | {c['cached_over_student']:.3f} | "
                    f"{c['cached_over_distill']:.3f} | {c['build_ms_per_step']:.0f} | "
-                   f"{c['bytes_per_sample']:.0f} | {per_epoch:.2f} | {per_epoch * 300:.1f} |")
+                   f"{c['bytes_per_sample']:.0f} | {per_epoch:.2f} | {per_epoch * 300:.1f} | "
+                   f"{hours:.1f} |")
     return out
 
 

@@ -43,6 +43,10 @@ def ofa_loss(student_logits: torch.Tensor,
 def _head_width(model: nn.Module, num_classes: int, role: str) -> int:
     """The width of the features a classifier's head maps to ``num_classes`` scores: the input
     width of the head's last Linear with ``num_classes`` outputs."""
+    if model is None:
+        raise ValueError(f'OFALoss: the {role} is not built (its logits come from a teacher '
+                         f'cache), so its feature width cannot be read: set `{role}_final_dims` '
+                         f'(the input width of its head\'s last Linear, e.g. 768 for ViT-B).')
     head = getattr(model, 'head', None)
     linears = [
         m for m in (head.modules() if head is not None else [])

@@ -99,6 +99,24 @@ def test_cached_run_equals_the_live_teacher_run(tmp_path, teacher_ckpt, full_cac
     assert live[0][2]['loss_kd'] != live[4][2]['loss_kd']
 
 
+def test_one_cache_serves_every_logit_method(tmp_path, teacher_ckpt, full_cache):
+    # Built for KD, read by NKD, DKD and OFA (whose exit branches read student stages only; the
+    # teacher's head width, which sizes them, is given, as the teacher is not built).
+    ofa = dict(
+        type='OFALoss',
+        student_taps=dict(stages=['backbone.layer2', 'backbone.layer3', 'backbone.layer4']))
+    cfg = kd_cfg(tmp_path / 'x', teacher_ckpt, methods=[ofa], cache=dict(path=full_cache))
+    prepare_stream(cfg)
+    with pytest.raises(ValueError, match='set `teacher_final_dims`'):
+        Runner.from_cfg(cfg)
+    methods = [dict(type='NKDLoss'), dict(type='DKDLoss'), dict(ofa, teacher_final_dims=256)]
+    live, _ = train(kd_cfg(tmp_path / 'live', teacher_ckpt, methods=methods))
+    cached, _ = train(
+        kd_cfg(tmp_path / 'cached', teacher_ckpt, methods=methods, cache=dict(path=full_cache)))
+    assert {'loss_nkd_target', 'loss_dkd_tckd', 'loss_ofa_head'} <= set(live[0][2]), live[0][2]
+    assert [r[2] for r in live] == [r[2] for r in cached]
+
+
 def test_resumed_cached_run_reads_the_steps_it_has_not_trained(tmp_path, teacher_ckpt, full_cache):
     work = tmp_path / 'run'
     first, _ = train(kd_cfg(work, teacher_ckpt, 1, cache=dict(path=full_cache)))

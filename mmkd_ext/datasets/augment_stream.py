@@ -175,7 +175,8 @@ class AugmentStreamDataset(Dataset):
 
     def __getattr__(self, name):
         # The Runner and hooks read attributes of the training dataset (metainfo, pipeline, ...).
-        if name in ('dataset', '__setstate__', '__getstate__'):
+        # Never for dunders (copy / pickle protocols) or before `dataset` is set (unpickling).
+        if name == 'dataset' or name.startswith('__'):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 

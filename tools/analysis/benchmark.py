@@ -61,6 +61,10 @@ def parse_args(argv=None):
         nargs='*',
         default=[],
         help='... and from top-K caches for each K given (implies --cached)')
+    p.add_argument(
+        '--cached-only',
+        help='regex: the cached modes only for the configs whose name matches (configs whose '
+        'methods read teacher features are always skipped)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
     return p.parse_args(argv)
 
@@ -177,7 +181,12 @@ def main(argv=None):
                           args.warmup, args.sweep_batch if sweep else (),
                           args.sweep_size if sweep else ())
         r['config'] = config
-        if args.cached or args.cached_topk:
+        cached = (args.cached or args.cached_topk) and (args.cached_only is None
+                                                        or re.search(args.cached_only, name))
+        if cached and distiller.teacher_taps.paths != ['head']:
+            print(f'{name}: no cached mode (its methods read the teacher at '
+                  f'{distiller.teacher_taps.paths}; a cache holds its logits only)')
+        elif cached:
             r['cached'] = [
                 measure_cached(distiller, args.batch, (args.size, args.size), args.device,
                                args.iters, args.warmup, k) for k in [None] + args.cached_topk

@@ -23,6 +23,7 @@ PY=${PYTHON:-.venv/bin/python}
   configs/pat/deit-t_pat_resnet18_4xb64-100e_in1k.py \
   --batch 8 --size 224 --iters 12 --warmup 3 \
   --sweep-only 'deit-s_kd_deit-t' --sweep-batch 2 4 8 --sweep-size 112 160 224 \
+  --cached --cached-topk 10 --cached-only 'deit-s_(kd|dkd)_deit-t' \
   --out-dir work_dirs/benchmark --markdown docs/benchmark.md "$@"
 mkdir -p docs/figures
 cp work_dirs/benchmark/deit-s_kd_deit-t_4xb256-300e_in1k_sweep.png docs/figures/benchmark_sweep_kd.png

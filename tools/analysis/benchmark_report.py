@@ -158,7 +158,8 @@ def cached_markdown(results: List[Tuple[str, dict]]) -> List[str]:
         'step. *build ms/step* is the teacher forward plus encoding and writing one batch. '
         '*bytes/sample* is the disk cost of one sample in one epoch (logits or top-K '
         'log-probabilities and classes, plus its dataset index); the ImageNet columns multiply '
-        f'it by {IMAGENET_TRAIN:,} images per epoch.', '',
+        f'it by {IMAGENET_TRAIN:,} images per epoch; *ImageNet build h/epoch* is build ms/step '
+        'x the steps of one ImageNet epoch at this batch, on this device.', '',
         '| config | storage | student step ms | live distill ms | cached distill ms | '
         'cached / student | cached / live | build ms/step | bytes/sample | ImageNet GB/epoch | '
         'ImageNet GB, 300 epochs | ImageNet build h/epoch |',

@@ -28,6 +28,11 @@ def print_table(name: str, r: dict) -> None:
               f"params {mem['method_params_mb']:.2f} MB")
         print(f"  peak memory above start: student {mem['student']['peak_mb']:.1f} MB, teacher "
               f"{mem['teacher']['peak_mb']:.1f} MB, distill {mem['distill']['peak_mb']:.1f} MB")
+    for mode, row in r.get('modes', {}).items():
+        first = row['first_call_ms']
+        print(f"  mode {mode}: student step {row['student']['median']:.1f} ms, distill step "
+              f"{row['distill']['median']:.1f} ms (first calls {first['student']:.0f} / "
+              f"{first['distill']:.0f} ms)")
     for key in ('sweep_batch', 'sweep_size'):
         for row in r[key]:
             print(f"  {key}: batch {row['batch']} size {row['image_size']}: student "
@@ -109,6 +114,7 @@ def markdown(results: List[Tuple[str, dict]], command: str) -> str:
         out.append(f"| {name} | {sb} | {pk} | {mem['teacher_weights_mb']:.0f} | "
                    f"{mem['teacher_taps_mb']:.1f} | {mem['method_params_mb']:.2f} | "
                    f"{bound:.0f} | {act:.0f} | {holds(bound)} / {holds(bound + act)} |")
+    out += modes_markdown(results)
     swept = [(n, r) for n, r in results if r['sweep_batch'] or r['sweep_size']]
     if swept:
         out += [
@@ -127,6 +133,36 @@ def markdown(results: List[Tuple[str, dict]], command: str) -> str:
                            f"{row['student_ms']:.0f} | {row['floor_ms']:.0f} | "
                            f"{row['distill_ms']:.0f} | {row['overhead_ratio']:.3f} |")
     return '\n'.join(out) + '\n'
+
+
+def modes_markdown(results: List[Tuple[str, dict]]) -> List[str]:
+    """The lines of the table of steps by mode (eager, compiled, bf16 autocast); none when no
+    result was measured with ``--modes``."""
+    timed = [(n, r) for n, r in results if r.get('modes')]
+    if not timed:
+        return []
+    out = [
+        '', '## Compiled and bf16 steps', '',
+        'The student step and the distillation step of the same batch, timed interleaved in '
+        'each mode (`--modes`): *eager* float32, *compile* (`Distiller.compile`: the student '
+        'pass and the teacher pass to its last tap compiled, the glue eager; the student\'s '
+        'own step compiled alike) and *bf16* (eager under `torch.autocast` with bfloat16). '
+        '*first call* is the first step of each kind, which in the compile mode includes the '
+        'compilation. Medians with the interquartile range in brackets.', '',
+        '| config | mode | student step ms | distill step ms | distill / student | first call s: '
+        'student / distill |', '|---|---|---|---|---|---|'
+    ]
+
+    def cell(t):
+        return f"{t['median']:.0f} [{t['q1']:.0f}-{t['q3']:.0f}]"
+
+    for name, r in timed:
+        for mode, row in r['modes'].items():
+            first = row['first_call_ms']
+            out.append(f"| {name} | {mode} | {cell(row['student'])} | {cell(row['distill'])} | "
+                       f"{row['distill']['median'] / row['student']['median']:.3f} | "
+                       f"{first['student'] / 1e3:.1f} / {first['distill'] / 1e3:.1f} |")
+    return out
 
 
 def plot_sweeps(result: dict, path: str, title: str = '') -> None:

@@ -38,6 +38,7 @@ from typing import Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
+from mmengine.config import Config
 from mmengine.logging import MessageHub, print_log
 from mmengine.model import BaseModel
 
@@ -158,18 +159,17 @@ class Distiller(BaseModel):
             Defaults to None.
         init_cfg (dict, optional): MMEngine init config. Defaults to None.
 
-    Compilation: MMEngine's Runner applies a config's ``compile=True`` as
-    ``model.train_step = torch.compile(model.train_step)``. Traced whole, the step's Python glue
-    (the message hub's lock behind the training progress, the loss dict, the finite check's sync,
-    backward and the optimizer) breaks into dozens of compiled frames, and version counters read
-    in a graph made the in-place check fail. So ``train_step`` hands over at once to an eager step
-    (``torch.compiler.disable``), told by ``torch.compiler.is_compiling()`` that compilation was
-    asked for, and that step calls :meth:`compile`: the student's ``loss`` with its taps and the
-    teacher's forward to its last tap (see :mod:`.taps`) are compiled, one graph each, with
-    ``torch.compile``'s default options; all else runs eagerly. The options of
-    ``compile=dict(...)`` do not reach the passes (the Runner hands the model only the compiled
-    method): call ``model.compile(**options)`` before training to choose them. Under DDP the
-    Runner compiles its wrapper's ``train_step``, which does not come here.
+    Compilation: MMEngine's Runner applies a config's ``compile=True`` (or ``compile=dict(...)``
+    of torch.compile options) as ``model.train_step = torch.compile(model.train_step)``. Traced
+    whole, the step's Python glue (the message hub's lock behind the training progress, the loss
+    dict, the finite check's sync, backward and the optimizer) breaks into over a hundred compiled
+    frames, and version counters read in a graph made the in-place check fail. So ``train_step``
+    hands over at once to an eager step (``torch.compiler.disable``), told by
+    ``torch.compiler.is_compiling()`` that compilation was asked for, and that step calls
+    :meth:`compile` with the config's options (read from the config text MMEngine keeps in the
+    message hub): the student's ``loss`` with its taps and the teacher's forward to its last tap
+    (see :mod:`.taps`) are compiled, one graph each; all else runs eagerly. Under DDP the Runner
+    compiles its wrapper's ``train_step``, which does not come here.
     """
 
     def __init__(self,
@@ -436,8 +436,27 @@ class Distiller(BaseModel):
     @torch.compiler.disable
     def _eager_train_step(self, data, optim_wrapper, compile_requested: bool):
         if compile_requested and self._compiled_passes is None:
-            self.compile()
+            self.compile(**self._config_compile_options())
         return super().train_step(data, optim_wrapper)
+
+    @staticmethod
+    def _config_compile_options() -> dict:
+        """The options of the config's ``compile=dict(...)``: the Runner hands the model only the
+        compiled method, and MMEngine's RuntimeInfoHook puts the config's text in the message
+        hub."""
+        text = MessageHub.get_current_instance().get_info('cfg')
+        if text is None:
+            return {}
+        try:
+            options = Config.fromstring(text, '.py').get('compile')
+        except Exception as e:  # noqa: BLE001 (any config text that does not parse back)
+            print_log(
+                f'Distiller: the config text in the message hub does not parse ({type(e).__name__}:'
+                f' {e}); the passes compile with torch.compile\'s defaults.',
+                logger='current',
+                level=30)
+            return {}
+        return dict(options) if isinstance(options, dict) else {}
 
     def _pass(self, name: str):
         """The 'student' or 'teacher' pass: compiled after :meth:`compile`, else the method."""

@@ -6,10 +6,13 @@ above it is the distiller's and the methods' overhead.
 
 The timings of one :func:`measure` call are taken in one process, interleaved (student, teacher,
 distill, student, ...) after a warm-up and summarised by median and interquartile range, so that a
-drift of the machine hits all of them alike. Memory: the bytes autograd saves for backward in each
-step (exact, from saved-tensor hooks; shows that no teacher activation is kept) and, on CUDA, the
-peak allocated above the level before the step. A CPU peak needs a fresh process (freed memory
-stays resident in a long-lived one): ``tools/analysis/benchmark.py`` measures it that way.
+drift of the machine hits all of them alike. :func:`measure_modes` times the student step and the
+distillation step the same way in several modes side by side: eager, compiled
+(:meth:`Distiller.compile`, the student's own step compiled alike) and under bf16 autocast.
+Memory: the bytes autograd saves for backward in each step (exact, from saved-tensor hooks; shows
+that no teacher activation is kept) and, on CUDA, the peak allocated above the level before the
+step. A CPU peak needs a fresh process (freed memory stays resident in a long-lived one):
+``tools/analysis/benchmark.py`` measures it that way.
 """
 import copy
 import json
@@ -152,29 +155,41 @@ class StepBench:
         inputs (torch.Tensor): (B, C, H, W).
         samples (list): B data samples.
         amp (bool): run under autocast (float16 on CUDA, bfloat16 on the CPU). Defaults to False.
+        amp_dtype (torch.dtype, optional): the autocast dtype when ``amp``; None: the default
+            above. Defaults to None.
+        compile_options (dict, optional): compile the distiller's passes with these
+            ``torch.compile`` options (:meth:`Distiller.compile`) and the student's own step alike;
+            None: eager. Defaults to None.
     """
 
     def __init__(self,
                  distiller: nn.Module,
                  inputs: torch.Tensor,
                  samples: list,
-                 amp: bool = False):
+                 amp: bool = False,
+                 amp_dtype: Optional[torch.dtype] = None,
+                 compile_options: Optional[dict] = None):
         self.d, self.inputs, self.samples = distiller, inputs, samples
         self.device = inputs.device
         self.amp = amp
+        self.amp_dtype = amp_dtype or (torch.bfloat16
+                                       if self.device.type == 'cpu' else torch.float16)
+        self.student_loss = distiller.student.loss
+        if compile_options is not None:
+            distiller.compile(**compile_options)
+            self.student_loss = torch.compile(distiller.student.loss, **compile_options)
         # A tiny lr: the weights barely move, so every timed step does the same work.
         self.opt_student = torch.optim.SGD(distiller.student.parameters(), lr=1e-6)
         self.opt_all = torch.optim.SGD(distiller.parameters(), lr=1e-6)
 
     def _autocast(self):
-        dtype = torch.bfloat16 if self.device.type == 'cpu' else torch.float16
-        return torch.autocast(self.device.type, enabled=self.amp, dtype=dtype)
+        return torch.autocast(self.device.type, enabled=self.amp, dtype=self.amp_dtype)
 
     def student(self) -> None:
         """The student's own training step: forward, backward, SGD step."""
         self.opt_student.zero_grad(set_to_none=True)
         with self._autocast():
-            loss = sum_losses(self.d.student.loss(self.inputs, self.samples))
+            loss = sum_losses(self.student_loss(self.inputs, self.samples))
         loss.backward()
         self.opt_student.step()
 
@@ -454,3 +469,66 @@ def measure_cached(distiller: nn.Module,
         cached_over_distill=t['cached'] / t['distill'],
         build_ms_per_step=statistics.median(build),
         bytes_per_sample=nbytes / (steps * batch))
+
+
+MODES = ('eager', 'compile', 'bf16')
+
+
+def measure_modes(distiller: nn.Module,
+                  batch: int,
+                  image_size: Sequence[int],
+                  device,
+                  modes: Sequence[str] = MODES,
+                  iters: int = 10,
+                  warmup: int = 3,
+                  compile_options: Optional[dict] = None) -> Dict[str, dict]:
+    """Time the student step and the distillation step in each mode, interleaved.
+
+    Modes: ``eager`` (float32), ``compile`` (the distiller's passes and the student's own step
+    compiled; measured on a deep copy, which shares the teacher, so ``distiller`` stays eager) and
+    ``bf16`` (eager under bfloat16 autocast, on the CPU as on CUDA).
+
+    Args:
+        distiller (Distiller): in train mode, on ``device``.
+        batch (int): B of the random batch.
+        image_size (Sequence[int]): (H, W) of the random batch.
+        device (str | torch.device): where the distiller is.
+        modes (Sequence[str]): some of :data:`MODES`. Defaults to all.
+        iters (int): timed steps of each kind and mode. Defaults to 10.
+        warmup (int): untimed rounds after the first call. Defaults to 3.
+        compile_options (dict, optional): ``torch.compile`` options of the ``compile`` mode.
+            Defaults to None (torch.compile's defaults).
+
+    Returns:
+        dict: {mode: dict(student=summary, distill=summary, first_call_ms=dict(student=ms,
+        distill=ms))}, summaries as :func:`summarise` (ms); the first call of the ``compile``
+        mode includes the compilation.
+    """
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise ValueError(f'Unknown mode(s) {unknown}: choose from {list(MODES)}.')
+    device = torch.device(device)
+    inputs, samples = make_batch(distiller, batch, image_size, device)
+    benches = {}
+    for mode in modes:
+        if mode == 'compile':
+            benches[mode] = StepBench(
+                copy.deepcopy(distiller), inputs, samples, compile_options=compile_options or {})
+        else:
+            benches[mode] = StepBench(
+                distiller, inputs, samples, amp=mode == 'bf16', amp_dtype=torch.bfloat16)
+    fns = {
+        (mode, kind): getattr(bench, kind)
+        for mode, bench in benches.items()
+        for kind in ('student', 'distill')
+    }
+    first = {key: time_ms(fn, device) for key, fn in fns.items()}
+    times = time_interleaved({f'{m}/{k}': fn for (m, k), fn in fns.items()}, device, iters, warmup)
+    return {
+        mode:
+        dict(
+            student=times[f'{mode}/student'],
+            distill=times[f'{mode}/distill'],
+            first_call_ms=dict(student=first[(mode, 'student')], distill=first[(mode, 'distill')]))
+        for mode in modes
+    }

@@ -18,6 +18,10 @@ Each
   given
   the training progress explicitly. A non-finite term stops training with its name.
 * ``predict`` / ``tensor`` delegate to the student, so validation and test evaluate the student.
+* Compilation (MMEngine's ``compile=True``, or :meth:`Distiller.compile`) compiles two passes, the
+  student's ``loss`` with its taps and the teacher's forward to its last tap; the glue between them
+  (training progress, loss dict, finite check, the Runner's preprocessing and optimizer step) stays
+  eager, so no per-step Python value reaches a graph and nothing recompiles as steps go on.
 * The teacher is not a registered submodule: it is never in a checkpoint, never given to the
   optimizer or to DDP, ``train()`` cannot put it in train mode, and ``copy.deepcopy`` (EMA) shares
   it.
@@ -34,6 +38,7 @@ from typing import Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
+from mmengine.config import Config
 from mmengine.dist import get_world_size
 from mmengine.logging import MessageHub, print_log
 from mmengine.model import BaseModel
@@ -171,6 +176,18 @@ class Distiller(BaseModel):
             with another mean/std or channel order, the batch is converted for it.
             Defaults to None.
         init_cfg (dict, optional): MMEngine init config. Defaults to None.
+
+    Compilation: MMEngine's Runner applies a config's ``compile=True`` (or ``compile=dict(...)``
+    of torch.compile options) as ``model.train_step = torch.compile(model.train_step)``. Traced
+    whole, the step's Python glue (the message hub's lock behind the training progress, the loss
+    dict, the finite check's sync, backward and the optimizer) breaks into over a hundred compiled
+    frames, and version counters read in a graph made the in-place check fail. So ``train_step``
+    hands over at once to an eager step (``torch.compiler.disable``), told by
+    ``torch.compiler.is_compiling()`` that compilation was asked for, and that step calls
+    :meth:`compile` with the config's options (read from the config text MMEngine keeps in the
+    message hub): the student's ``loss`` with its taps and the teacher's forward to its last tap
+    (see :mod:`.taps`) are compiled, one graph each; all else runs eagerly. Under DDP the Runner
+    compiles its wrapper's ``train_step``, which does not come here.
     """
 
     def __init__(self,
@@ -258,6 +275,7 @@ class Distiller(BaseModel):
             self.student, [p for m in self.methods for p in _tap_paths(m.student_taps)], 'student')
         self.teacher_taps = (
             FeatureTaps(self.teacher, teacher_paths, 'teacher') if teacher is not None else None)
+        self._compiled_passes: Optional[dict] = None  # {'student': fn, 'teacher': fn}
         self._setup_methods()
 
     # ----------------------------------------------------------------------------- construction
@@ -435,6 +453,8 @@ class Distiller(BaseModel):
         memo[id(self)] = new
         for key, value in self.__dict__.items():
             object.__setattr__(new, key, copy.deepcopy(value, memo))
+        # The compiled passes are bound to this distiller: a copy runs its own passes eagerly.
+        new._compiled_passes = None
         return new
 
     # ----------------------------------------------------------------------------- checkpoints
@@ -469,6 +489,69 @@ class Distiller(BaseModel):
                 f'that run, or set `model.allow_teacher_change=True` to continue on purpose.')
         self._loaded_fingerprint = None
 
+    # ----------------------------------------------------------------------------- compile
+    def compile(self, **kwargs) -> None:
+        """Compile the student's and the teacher's passes; the glue between them stays eager.
+
+        Args:
+            **kwargs: options of ``torch.compile`` (``backend``, ``mode``, ``dynamic``, ...),
+                applied to both passes.
+        """
+        print_log(
+            'Distiller: compiling the student pass and the teacher pass (to its last tap); the '
+            'glue between them runs eagerly.',
+            logger='current')
+        # By default dynamo does not guard on a module's empty hook dicts: a graph that one compile
+        # of the student (or of a teacher of the same class) made without the tap hooks would be
+        # reused with them, and the taps would never fire. Guarding costs a dict check per module.
+        torch._dynamo.config.skip_nnmodule_hook_guards = False
+        self._compiled_passes = dict(
+            student=torch.compile(self._student_pass, **kwargs),
+            teacher=torch.compile(self._teacher_pass, **kwargs))
+
+    def train_step(self, data, optim_wrapper):
+        # Under the Runner's torch.compile(train_step) this frame is traced, and is_compiling() is
+        # True in it; tracing stops at the eager step (see the class docstring).
+        return self._eager_train_step(data, optim_wrapper, torch.compiler.is_compiling())
+
+    @torch.compiler.disable
+    def _eager_train_step(self, data, optim_wrapper, compile_requested: bool):
+        if compile_requested and self._compiled_passes is None:
+            self.compile(**self._config_compile_options())
+        return super().train_step(data, optim_wrapper)
+
+    @staticmethod
+    def _config_compile_options() -> dict:
+        """The options of the config's ``compile=dict(...)``: the Runner hands the model only the
+        compiled method, and MMEngine's RuntimeInfoHook puts the config's text in the message
+        hub."""
+        text = MessageHub.get_current_instance().get_info('cfg')
+        if text is None:
+            return {}
+        try:
+            options = Config.fromstring(text, '.py').get('compile')
+        except Exception as e:  # noqa: BLE001 (any config text that does not parse back)
+            print_log(
+                f'Distiller: the config text in the message hub does not parse ({type(e).__name__}:'
+                f' {e}); the passes compile with torch.compile\'s defaults.',
+                logger='current',
+                level=30)
+            return {}
+        return dict(options) if isinstance(options, dict) else {}
+
+    def _pass(self, name: str):
+        """The 'student' or 'teacher' pass: compiled after :meth:`compile`, else the method."""
+        if self._compiled_passes is not None:
+            return self._compiled_passes[name]
+        return self._student_pass if name == 'student' else self._teacher_pass
+
+    def _student_pass(self, inputs: torch.Tensor, data_samples) -> dict:
+        return self.student.loss(inputs, data_samples)
+
+    def _teacher_pass(self, inputs: torch.Tensor, data_samples) -> None:
+        # Returns nothing: compiled, the graph's outputs are the taps only (see .taps).
+        self.teacher(self.teacher_inputs(inputs), data_samples, mode='tensor')
+
     # ----------------------------------------------------------------------------- forward
     def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = 'tensor'):
         if mode == 'loss':
@@ -483,7 +566,7 @@ class Distiller(BaseModel):
             return {}
         with torch.set_grad_enabled(self.teacher_needs_grad):
             with self.teacher_taps.record(stop_when_complete=True) as store:
-                self.teacher(self.teacher_inputs(inputs), data_samples, mode='tensor')
+                self._pass('teacher')(inputs, data_samples)
         return store
 
     def cached_teacher_features(self, inputs: torch.Tensor, data_samples,
@@ -531,7 +614,7 @@ class Distiller(BaseModel):
             t_store = self.teacher_features(inputs, data_samples)
             self.teacher_taps.check_unchanged(t_store)
         with self.student_taps.record() as s_store:
-            student_losses = self.student.loss(inputs, data_samples)
+            student_losses = self._pass('student')(inputs, data_samples)
         self.student_taps.check_unchanged(s_store)
         losses = {}
         for key, value in student_losses.items():

@@ -12,6 +12,13 @@ BatchNorm) would silently change them; every tensor's version counter is recorde
 
 Hooks are registered only while :meth:`FeatureTaps.record` runs, so a model carries no hooks between
 passes and ``copy.deepcopy`` of a model (EMA) copies no hook that points back at the original.
+
+Under ``torch.compile`` the hooks are traced into the graph of the forward they sit in (the compiler
+guards on their code, not on their handles, so hooks registered anew at each pass reuse the graph).
+Two things differ there: the early stop is not raised, as an exception cannot leave a graph (the
+compiled pass returns only the tap values, so what the forward computes past its last tap is dead
+code that the compiler drops), and no version is recorded, as a version read in a graph is the
+tracer's, not the run's (the in-place check is the eager dry run's, at construction).
 """
 import difflib
 from contextlib import contextmanager
@@ -100,6 +107,8 @@ class FeatureTaps:
             if store is None or path in store:
                 return
             store[path] = output
+            if torch.compiler.is_compiling():
+                return  # see the module docstring: no early stop, no versions in a graph
             self._versions[path] = [t._version for t in _tensors(output)]
             if self._stop_when_complete and len(store) == len(self.paths):
                 raise TapsComplete

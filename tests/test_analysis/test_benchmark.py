@@ -115,6 +115,32 @@ def test_markdown_shows_the_numbers_of_the_json():
     assert sweep_rows == [['cfg_a', '2', '224', '111', '161', '177', '1.099']]
 
 
+def test_markdown_table_of_modes():
+    report = _tool_module('benchmark_report')
+
+    def times(med):
+        return dict(median=med, q1=med - 1, q3=med + 2, min=med - 1, n=5)
+
+    with_modes = _result(300.0, 200.0, 612.0, 42.5, 0, (1, 0, 1), (1, 1, 1), [])
+    with_modes['modes'] = dict(
+        eager=dict(
+            student=times(300.0),
+            distill=times(612.0),
+            first_call_ms=dict(student=350.0, distill=700.0)),
+        compile=dict(
+            student=times(200.0),
+            distill=times(400.0),
+            first_call_ms=dict(student=61000.0, distill=95500.0)))
+    without = _result(123.0, 45.0, 170.0, 0.3, 0, (1, 0, 1), (1, 1, 1), [])
+    md = report.markdown([('cfg_a', with_modes), ('cfg_b', without)], 'cmd')
+    assert _rows(md, '| config | mode |') == [
+        ['cfg_a', 'eager', '300 [299-302]', '612 [611-614]', '2.040', '0.3 / 0.7'],
+        ['cfg_a', 'compile', '200 [199-202]', '400 [399-402]', '2.000', '61.0 / 95.5'],
+    ]
+    # Without --modes there is no such table.
+    assert '| config | mode |' not in report.markdown([('cfg_b', without)], 'cmd')
+
+
 def test_peak_rss_sees_a_freed_block():
     probe = _tool_module('cpu_peak_probe')
     with probe.PeakRSS() as peak:
@@ -131,7 +157,7 @@ def test_benchmark_tool_on_a_tiny_config(tmp_path):
     cmd = [
         sys.executable, 'tools/analysis/benchmark.py', KD_CFG, '--batch', '4', '--size', '8',
         '--iters', '3', '--warmup', '1', '--sweep-batch', '2', '4', '--sweep-size', '8', '12',
-        '--threads', '1', '--out-dir',
+        '--threads', '1', '--modes', 'eager', 'bf16', '--out-dir',
         str(tmp_path), '--markdown',
         str(md_path)
     ]
@@ -151,7 +177,12 @@ def test_benchmark_tool_on_a_tiny_config(tmp_path):
     assert [row['image_size'] for row in r['sweep_size']] == [8, 12]
     assert [m['type'] for m in r['methods']] == ['KDLoss'] and r['params']['extra_trainable'] == 0
     assert osp.isfile(tmp_path / f'{name}_sweep.png')
+    assert list(r['modes']) == ['eager', 'bf16']
+    assert all(r['modes'][m][k]['n'] == 3 for m in r['modes'] for k in ('student', 'distill'))
     md = md_path.read_text()
+    bf16 = _rows(md, '| config | mode |')[1]
+    assert bf16[:2] == [name, 'bf16']
+    assert bf16[2].startswith(f"{r['modes']['bf16']['student']['median']:.0f} [")
     t = {k: v['median'] for k, v in main['times_ms'].items()}
     row = _rows(md, '| config | method |')[0]
     assert row[0] == name and row[1] == 'KD'

@@ -7,7 +7,8 @@ import torch.nn as nn
 from conftest import KD_CFG
 
 from mmkd_ext.analysis.step_cost import (CudaPeakMemory, SavedForBackward, capture_method_inputs,
-                                         make_batch, measure, method_costs, time_interleaved)
+                                         make_batch, measure, measure_modes, method_costs,
+                                         time_interleaved)
 
 
 class _SaveGiven(torch.autograd.Function):
@@ -180,3 +181,28 @@ def test_measure_memory_keeps_no_teacher_activation(kd_distiller):
     assert mem['teacher_taps_mb'] * 2**20 == 4 * d.student.head.num_classes * 4  # (4, 10) logits
     assert mem['method_params_mb'] == 0
     assert 'peak_mb' not in mem['student']  # a CPU peak needs a fresh process (the tool's probe)
+
+
+def test_measure_modes_times_each_mode_and_leaves_the_distiller_eager(kd_distiller):
+    d = kd_distiller
+    torch._dynamo.reset()
+    modes = measure_modes(
+        d,
+        4, (8, 8),
+        'cpu',
+        modes=('eager', 'compile', 'bf16'),
+        iters=2,
+        warmup=1,
+        compile_options=dict(backend='aot_eager'))
+    assert list(modes) == ['eager', 'compile', 'bf16']
+    for row in modes.values():
+        assert row['student']['n'] == row['distill']['n'] == 2
+        assert row['student']['median'] > 0 and row['distill']['median'] > 0
+    # The compile mode's first calls compile (seconds); its timed steps do not.
+    first = modes['compile']['first_call_ms']
+    assert first['distill'] > 5 * modes['compile']['distill']['median']
+    assert first['student'] > 5 * modes['compile']['student']['median']
+    # It compiled a copy: the distiller itself still runs eagerly.
+    assert d._compiled_passes is None
+    with pytest.raises(ValueError, match='Unknown mode'):
+        measure_modes(d, 4, (8, 8), 'cpu', modes=('fp8', ))

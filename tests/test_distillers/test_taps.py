@@ -60,3 +60,22 @@ def test_no_hook_outlives_a_record_and_deepcopy_copies_none():
     assert len(model[0]._forward_hooks) == 0
     clone = copy.deepcopy(model)
     assert len(clone[0]._forward_hooks) == 0
+
+
+def test_compiled_forward_reads_taps_in_one_graph_and_keeps_no_hook():
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+    taps = FeatureTaps(model, ['0'])
+    forward = torch.compile(model, backend='aot_eager')
+    for _ in range(4):
+        x = torch.randn(2, 4)
+        # The early stop cannot leave a graph: the compiled forward runs whole, once compiled.
+        with taps.record(stop_when_complete=True) as store:
+            forward(x)
+        assert torch.allclose(store['0'], model[0](x))
+        taps.check_unchanged(store)
+        assert len(model[0]._forward_hooks) == 0
+    assert counters['stats']['unique_graphs'] == 1
+    assert counters['frames']['total'] == 1

@@ -2,11 +2,14 @@
 
     python tools/analysis/benchmark.py CONFIG [CONFIG ...] [--batch 8] [--size 224] [--iters 10]
         [--sweep-batch 2 4 8] [--sweep-size 112 160 224] [--device cpu|cuda] [--out-dir DIR]
-        [--markdown docs/benchmark.md] [--cached] [--cached-topk 10]
+        [--markdown docs/benchmark.md] [--cached] [--cached-topk 10] [--modes eager compile bf16]
+        [--compile-backend inductor]
 
 The teacher keeps its initial weights unless --keep-checkpoint is given (speed does not depend on
 the weights, and tests and fresh machines have none). For each config it prints a table, writes
 DIR/<config>.json and DIR/<config>_sweep.png; with --markdown it writes one table for all configs.
+--modes also times the student step and the distillation step eager, compiled (Distiller.compile)
+and under bf16 autocast, side by side (JSON key "modes", one more table).
 The measuring primitives are mmkd_ext.analysis.step_cost; this harness adds the sweeps, the CPU
 peak memory of a fresh process (cpu_peak_probe.py), the machine description and the rendering
 (benchmark_report.py).
@@ -24,7 +27,8 @@ import torch
 from mmengine.config import DictAction
 
 import mmkd_ext  # noqa: F401  (registries)
-from mmkd_ext.analysis.step_cost import make_batch, measure, measure_cached, method_costs
+from mmkd_ext.analysis.step_cost import (MODES, make_batch, measure, measure_cached, measure_modes,
+                                         method_costs)
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # the helpers beside this script
 from benchmark_report import markdown, plot_sweeps, print_table  # noqa: E402
@@ -65,6 +69,14 @@ def parse_args(argv=None):
         '--cached-only',
         help='regex: the cached modes only for the configs whose name matches (configs whose '
         'methods read teacher features are always skipped)')
+    p.add_argument(
+        '--modes',
+        nargs='*',
+        choices=MODES,
+        default=[],
+        help='also time student and distillation steps in these modes, side by side')
+    p.add_argument(
+        '--compile-backend', default='inductor', help='torch.compile backend of the compile mode')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
     return p.parse_args(argv)
 
@@ -131,8 +143,11 @@ def run_benchmark(distiller,
                   warmup: int = 3,
                   sweep_batches: Sequence[int] = (),
                   sweep_sizes: Sequence[int] = (),
-                  sweep_iters: Optional[int] = None) -> dict:
-    """The whole benchmark of one distiller: the main point, the sweeps, AMP on CUDA."""
+                  sweep_iters: Optional[int] = None,
+                  modes: Sequence[str] = (),
+                  compile_backend: str = 'inductor') -> dict:
+    """The whole benchmark of one distiller: the main point, the sweeps, AMP on CUDA, the
+    modes."""
     device = torch.device(device)
     distiller.to(device).train()
     result = dict(machine=machine_info(device), settings=dict(iters=iters, warmup=warmup))
@@ -159,6 +174,9 @@ def run_benchmark(distiller,
             result['images_per_s']['amp' if amp else 'fp32'] = dict(
                 student=batch / m['times_ms']['student']['median'] * 1e3,
                 distill=batch / m['times_ms']['distill']['median'] * 1e3)
+    if modes:
+        result['modes'] = measure_modes(distiller, batch, image_size, device, modes, iters, warmup,
+                                        dict(backend=compile_backend))
     return result
 
 
@@ -177,9 +195,16 @@ def main(argv=None):
         distiller = build_distiller_from_config(config, args.size, args.keep_checkpoint,
                                                 args.cfg_options)
         sweep = args.sweep_only is None or re.search(args.sweep_only, name)
-        r = run_benchmark(distiller, args.batch, (args.size, args.size), args.device, args.iters,
-                          args.warmup, args.sweep_batch if sweep else (),
-                          args.sweep_size if sweep else ())
+        r = run_benchmark(
+            distiller,
+            args.batch, (args.size, args.size),
+            args.device,
+            args.iters,
+            args.warmup,
+            args.sweep_batch if sweep else (),
+            args.sweep_size if sweep else (),
+            modes=args.modes,
+            compile_backend=args.compile_backend)
         r['config'] = config
         cached = (args.cached or args.cached_topk) and (args.cached_only is None
                                                         or re.search(args.cached_only, name))

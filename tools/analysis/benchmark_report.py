@@ -35,6 +35,11 @@ def print_table(name: str, r: dict) -> None:
             f"{c['times_ms']['cached']['median']:.1f} ms, {c['cached_over_student']:.3f} x the "
             f"student step, {c['cached_over_distill']:.3f} x the live step; "
             f"{c['bytes_per_sample']:.0f} bytes/sample, build {c['build_ms_per_step']:.1f} ms/step")
+    for mode, row in r.get('modes', {}).items():
+        first = row['first_call_ms']
+        print(f"  mode {mode}: student step {row['student']['median']:.1f} ms, distill step "
+              f"{row['distill']['median']:.1f} ms (first calls {first['student']:.0f} / "
+              f"{first['distill']:.0f} ms)")
     for key in ('sweep_batch', 'sweep_size'):
         for row in r[key]:
             print(f"  {key}: batch {row['batch']} size {row['image_size']}: student "
@@ -116,6 +121,7 @@ def markdown(results: List[Tuple[str, dict]], command: str) -> str:
         out.append(f"| {name} | {sb} | {pk} | {mem['teacher_weights_mb']:.0f} | "
                    f"{mem['teacher_taps_mb']:.1f} | {mem['method_params_mb']:.2f} | "
                    f"{bound:.0f} | {act:.0f} | {holds(bound)} / {holds(bound + act)} |")
+    out += modes_markdown(results)
     swept = [(n, r) for n, r in results if r['sweep_batch'] or r['sweep_size']]
     if swept:
         out += [
@@ -174,6 +180,36 @@ def cached_markdown(results: List[Tuple[str, dict]]) -> List[str]:
                    f"{c['cached_over_distill']:.3f} | {c['build_ms_per_step']:.0f} | "
                    f"{c['bytes_per_sample']:.0f} | {per_epoch:.2f} | {per_epoch * 300:.1f} | "
                    f"{hours:.1f} |")
+    return out
+
+
+def modes_markdown(results: List[Tuple[str, dict]]) -> List[str]:
+    """The lines of the table of steps by mode (eager, compiled, bf16 autocast); none when no
+    result was measured with ``--modes``."""
+    timed = [(n, r) for n, r in results if r.get('modes')]
+    if not timed:
+        return []
+    out = [
+        '', '## Compiled and bf16 steps', '',
+        'The student step and the distillation step of the same batch, timed interleaved in '
+        'each mode (`--modes`): *eager* float32, *compile* (`Distiller.compile`: the student '
+        'pass and the teacher pass to its last tap compiled, the glue eager; the student\'s '
+        'own step compiled alike) and *bf16* (eager under `torch.autocast` with bfloat16). '
+        '*first call* is the first step of each kind, which in the compile mode includes the '
+        'compilation. Medians with the interquartile range in brackets.', '',
+        '| config | mode | student step ms | distill step ms | distill / student | first call s: '
+        'student / distill |', '|---|---|---|---|---|---|'
+    ]
+
+    def cell(t):
+        return f"{t['median']:.0f} [{t['q1']:.0f}-{t['q3']:.0f}]"
+
+    for name, r in timed:
+        for mode, row in r['modes'].items():
+            first = row['first_call_ms']
+            out.append(f"| {name} | {mode} | {cell(row['student'])} | {cell(row['distill'])} | "
+                       f"{row['distill']['median'] / row['student']['median']:.3f} | "
+                       f"{first['student'] / 1e3:.1f} / {first['distill'] / 1e3:.1f} |")
     return out
 
 

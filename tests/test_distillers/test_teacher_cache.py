@@ -246,3 +246,14 @@ def test_build_resumes_and_refuses_another_runs_directory(tmp_path, teacher_ckpt
     assert TeacherCache(out).epochs == [0, 1]
     with pytest.raises(ValueError, match='another run or storage'):
         build_teacher_cache(copy.deepcopy(cfg), 1, out, topk=3, device='cpu')
+
+
+def test_compiled_cached_run_gives_the_eager_cached_losses(tmp_path, teacher_ckpt, full_cache):
+    # compile=True with a cache: the student pass is compiled, the cache read stays eager.
+    eager, _ = train(kd_cfg(tmp_path / 'eager', teacher_ckpt, cache=dict(path=full_cache)))
+    cfg = kd_cfg(tmp_path / 'compiled', teacher_ckpt, cache=dict(path=full_cache))
+    cfg.compile = dict(backend='aot_eager')
+    compiled, runner = train(cfg)
+    assert runner.model._compiled_passes is not None and runner.model.teacher is None
+    for a, b in zip(eager, compiled):
+        assert b[2] == pytest.approx(a[2], rel=1e-4, abs=1e-6)

@@ -231,10 +231,19 @@ class TeacherCacheWriter:
         rows (int): rows of the shard (this rank's samples in the epoch).
         num_classes (int): C.
         storage (dict): ``dict(kind='full', dtype='float32')`` or ``dict(kind='topk', k=K)``.
+        batch_size (int): rows per step (row ``step * batch_size + j`` is sample j of a step).
         flush_every (int): steps between flushes of the progress. Defaults to 50.
     """
 
-    def __init__(self, root, epoch, rank, rows, num_classes, storage, batch_size, flush_every=50):
+    def __init__(self,
+                 root: str,
+                 epoch: int,
+                 rank: int,
+                 rows: int,
+                 num_classes: int,
+                 storage: dict,
+                 batch_size: int,
+                 flush_every: int = 50):
         self.root, self.epoch, self.rank = root, epoch, rank
         self.batch_size, self.flush_every = batch_size, flush_every
         self.kind = storage['kind']

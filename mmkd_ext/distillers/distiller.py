@@ -18,6 +18,10 @@ Each
   given
   the training progress explicitly. A non-finite term stops training with its name.
 * ``predict`` / ``tensor`` delegate to the student, so validation and test evaluate the student.
+* With ``teacher_cache`` (:mod:`.teacher_cache`) the teacher's logits are read by each batch's
+  stream key (:mod:`mmkd_ext.datasets.augment_stream`) instead of running the teacher, which is
+  then not built; a manifest that does not match the run, or a method that reads teacher
+  features, is refused at construction.
 * Compilation (MMEngine's ``compile=True``, or :meth:`Distiller.compile`) compiles two passes, the
   student's ``loss`` with its taps and the teacher's forward to its last tap; the glue between them
   (training progress, loss dict, finite check, the Runner's preprocessing and optimizer step) stays

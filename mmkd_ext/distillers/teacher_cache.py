@@ -151,6 +151,10 @@ class TeacherCache:
         key = (epoch, rank)
         if key not in self._shards:
             if epoch not in self.epochs:
+                # A build may still be adding epochs while training runs: read the manifest again.
+                with open(osp.join(self.path, MANIFEST)) as f:
+                    self.manifest['epochs'] = json.load(f).get('epochs', [])
+            if epoch not in self.epochs:
                 raise KeyError(
                     f'The teacher cache {self.path!r} holds epochs {self.epochs}, not epoch '
                     f'{epoch}: build more with `tools/build_teacher_cache.py CONFIG --epochs '

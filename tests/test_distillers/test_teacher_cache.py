@@ -257,3 +257,19 @@ def test_compiled_cached_run_gives_the_eager_cached_losses(tmp_path, teacher_ckp
     assert runner.model._compiled_passes is not None and runner.model.teacher is None
     for a, b in zip(eager, compiled):
         assert b[2] == pytest.approx(a[2], rel=1e-4, abs=1e-6)
+
+
+def test_reader_sees_epochs_a_running_build_adds(tmp_path, full_cache):
+    import shutil
+    root = str(tmp_path / 'growing')
+    shutil.copytree(full_cache, root)
+    path = osp.join(root, 'manifest.json')
+    manifest = json.load(open(path))
+    json.dump(dict(manifest, epochs=[0]), open(path, 'w'))
+    cache = TeacherCache(root)
+    indices = np.load(osp.join(root, 'e0001_r000.indices.npy'))[:32].tolist()
+    with pytest.raises(KeyError, match='holds epochs \\[0\\], not epoch 1'):
+        cache.read(1, 0, 0, indices)
+    json.dump(manifest, open(path, 'w'))  # the build finished epoch 1
+    logits = np.load(osp.join(root, 'e0001_r000.logits.npy'))[:32]
+    assert torch.equal(cache.read(1, 0, 0, indices), torch.from_numpy(logits))

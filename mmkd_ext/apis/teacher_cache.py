@@ -14,12 +14,13 @@ from mmengine.logging import print_log
 from mmengine.registry import MODELS
 from mmengine.runner import Runner
 
-from mmkd_ext.datasets.augment_stream import (batch_indices, batch_stream_key, seed_global_rngs,
-                                              step_seed, stream_description)
+from mmkd_ext.datasets.augment_stream import (batch_indices, batch_stream_key, step_seed,
+                                              stream_description)
 from mmkd_ext.distillers.teacher_cache import (CHECKED, FORMAT, MANIFEST, TeacherCacheWriter,
                                                checkpoint_id, shard_path, steps_per_epoch,
                                                topk_error)
 from mmkd_ext.utils.config import load_config
+from mmkd_ext.utils.rng import seed_global_rngs
 from .runner import is_distiller, prepare_stream
 
 

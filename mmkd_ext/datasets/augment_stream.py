@@ -31,7 +31,7 @@ from torch.utils.data import Dataset, Sampler
 
 from mmkd_ext.registry import DATA_SAMPLERS, DATASETS
 from mmkd_ext.utils.config import config_digest
-from mmkd_ext.utils.rng import preserved_rngs, seed_global_rngs  # noqa: F401 (re-exported)
+from mmkd_ext.utils.rng import preserved_rngs
 
 # Salts keep the per-sample and the per-step streams apart for equal numbers.
 _SAMPLE, _STEP = 0x5A, 0x57

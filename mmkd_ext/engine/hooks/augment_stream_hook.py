@@ -2,8 +2,9 @@
 :mod:`mmkd_ext.datasets.augment_stream`)."""
 from mmengine.hooks import Hook
 
-from mmkd_ext.datasets.augment_stream import batch_stream_key, seed_global_rngs, step_seed
+from mmkd_ext.datasets.augment_stream import batch_stream_key, step_seed
 from mmkd_ext.registry import HOOKS
+from mmkd_ext.utils.rng import seed_global_rngs
 
 
 @HOOKS.register_module()

@@ -40,8 +40,7 @@ def parse_args():
     return args
 
 
-def main():
-    args = parse_args()
+def train(args):
     runner = build_runner(
         args.config,
         work_dir=args.work_dir,
@@ -51,8 +50,13 @@ def main():
         amp=args.amp,
         no_validate=args.no_validate,
         auto_scale_lr=args.auto_scale_lr)
+    runner.train()
+
+
+def main():
+    args = parse_args()
     try:
-        runner.train()
+        train(args)  # the runner (and its DDP model) is gone when it returns
     finally:
         close_distributed()
 

@@ -1,4 +1,5 @@
 """Config -> MMEngine Runner, with the command-line switches of tools/train.py and tools/test.py."""
+import gc
 import os.path as osp
 from typing import Optional, Union
 
@@ -21,8 +22,12 @@ def close_distributed() -> None:
 
     Left to exit-time destructors, the gloo/NCCL threads of a finished rank can abort it
     ("terminate called without an active exception", exit status -6) after all work is done, and
-    torchrun then reports the whole run as failed.
+    torchrun then reports the whole run as failed. DDP's reducer holds a reference to the group,
+    so the group outlives ``destroy_process_group`` while a wrapped model is alive: call this after
+    the runner is gone (tools/train.py builds and trains it in a function of its own); the garbage
+    collection here frees what reference cycles still hold.
     """
+    gc.collect()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
